@@ -1,0 +1,33 @@
+"""The numerical core: output-space loss Hessians, exact GGN products (full and per block),
+parameter blocks, and block-batched conjugate gradient. Knows nothing of problems or the CLI."""
+
+from .blocks import BlockLayout, ParamBlock, partition
+from .cg import STOP_REASONS, CGResult, backtracking_schedule, block_cg
+from .ggn import GGNContext
+from .losses import (
+    MSE,
+    BCEWithLogits,
+    ConvexOutputLoss,
+    CrossEntropy,
+    OutputHessian,
+    OutputLoss,
+    as_output_loss,
+)
+
+__all__ = [
+    "MSE",
+    "STOP_REASONS",
+    "BCEWithLogits",
+    "BlockLayout",
+    "CGResult",
+    "ConvexOutputLoss",
+    "CrossEntropy",
+    "GGNContext",
+    "OutputHessian",
+    "OutputLoss",
+    "ParamBlock",
+    "as_output_loss",
+    "backtracking_schedule",
+    "block_cg",
+    "partition",
+]

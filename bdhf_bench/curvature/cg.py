@@ -1,0 +1,209 @@
+"""Preconditioned conjugate gradient on every block's damped system at once.
+
+Each block b solves ``(G_bb + lambda_b I) d_b = -g_b`` with its own alpha, beta and stopping,
+but all blocks advance in lock-step: one call of the block product per iteration serves every
+block still running. The blocks live in one packed vector (``BlockLayout``), so each iteration
+is a fixed handful of vector kernels whatever the number of blocks; per-block scalars are
+segment reductions, kept in float64.
+
+Stopping (Martens 2010 and his released code), per block:
+- relative progress: with phi_i the quadratic model at iterate i and k = max(10, ceil(0.1 i)),
+  stop when i > k, phi_i < 0 and (phi_i - phi_{i-k}) / phi_i < k * tol;
+- ``p^T A p <= 0`` (or non-finite): stop before taking that step;
+- a vanished residual (converged: ``r^T M^-1 r`` below ``residual_tol^2`` times its start value;
+  an addition to Martens' rules, which would otherwise keep a tiny, solved block running until
+  i > 10), or ``max_iters``.
+
+Iterates are kept at i = ceil(5 * 1.3^j) (and at the end) for CG-backtracking.
+
+The loop reads one small boolean vector per iteration back to the host (which blocks still run):
+it decides whether to continue and which block products to compute at all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .blocks import BlockLayout
+
+MatVec = Callable[[Tensor, Sequence[bool]], Tensor]
+
+STOP_REASONS = (
+    "running",
+    "max_iters",
+    "progress",
+    "nonpositive_curvature",
+    "converged",
+    "nonfinite",
+)
+_RUNNING, _MAX_ITERS, _PROGRESS, _CURVATURE, _CONVERGED, _NONFINITE = range(6)
+
+
+def backtracking_schedule(max_iters: int, first: float = 5.0, ratio: float = 1.3) -> list[int]:
+    """The iterations i = ceil(5 * 1.3^j) at which CG keeps an iterate (up to max_iters)."""
+    out: list[int] = []
+    nxt = first
+    while math.ceil(nxt) <= max_iters:
+        i = math.ceil(nxt)
+        if not out or out[-1] != i:
+            out.append(i)
+        nxt *= ratio
+    return out
+
+
+@dataclass
+class CGResult:
+    """What a block CG run produced."""
+
+    x: Tensor
+    """The final iterate (packed)."""
+    iterations: list[int]
+    """CG iterations (updates) each block took."""
+    stop_reasons: list[str]
+    """Why each block stopped (one of STOP_REASONS)."""
+    phi: Tensor
+    """The damped quadratic model value of each block at ``x`` (float64)."""
+    matvecs: int
+    """Calls of the block product (each computes the products of the blocks then running)."""
+    block_products: list[int]
+    """Products computed per block."""
+    iterates: list[tuple[int, Tensor]] = field(default_factory=list)
+    """(iteration, packed iterate) at the backtracking schedule and at the end, oldest first."""
+
+
+def block_cg(
+    matvec: MatVec,
+    b: Tensor,
+    layout: BlockLayout,
+    damping: Tensor | float,
+    *,
+    x0: Tensor | None = None,
+    max_iters: int = 250,
+    min_iters: int = 1,
+    tol: float = 5e-4,
+    preconditioner: Tensor | None = None,
+    keep_iterates: bool = False,
+    residual_tol: float = 1e-10,
+) -> CGResult:
+    """Solve ``(A_bb + damping_b I) x_b = b_b`` for every block b.
+
+    Args:
+        matvec: ``matvec(p, active) -> A p`` on packed vectors, undamped; segments of blocks
+            not in ``active`` may hold anything (they are ignored).
+        b: the right-hand side (packed), e.g. minus the gradient.
+        layout: the blocks.
+        damping: lambda, one value or one per block.
+        x0: the starting point (warm start); zero when None.
+        max_iters, min_iters, tol: the stopping rules (see the module docstring).
+        preconditioner: a positive diagonal M (packed); CG then runs on M^-1 A.
+        keep_iterates: keep iterates for CG-backtracking.
+        residual_tol: the relative (preconditioned) residual at which a block counts as solved.
+    """
+    if b.shape != (layout.numel,):
+        raise ValueError(f"right-hand side of shape {tuple(b.shape)}, expected ({layout.numel},)")
+    if max_iters < 1 or min_iters < 0:
+        raise ValueError(
+            f"max_iters must be >= 1 and min_iters >= 0 (got {max_iters}, {min_iters})"
+        )
+    if tol <= 0:
+        raise ValueError(f"tol must be positive, got {tol}")
+    nb, dev, dtype = layout.num_blocks, b.device, b.dtype
+    lam = torch.as_tensor(damping, dtype=torch.float64, device=dev).expand(nb).clone()
+    lam_flat = layout.expand(lam).to(dtype)
+    if preconditioner is not None and preconditioner.shape != b.shape:
+        raise ValueError("the preconditioner must have the shape of b")
+
+    def damped(p: Tensor, active: Sequence[bool]) -> Tensor:
+        return matvec(p, active) + lam_flat * p
+
+    def precondition(r: Tensor) -> Tensor:
+        return r if preconditioner is None else r / preconditioner
+
+    dot = layout.block_dot
+    expand = layout.expand
+    everyone = [True] * nb
+    block_products = [0] * nb
+    matvecs = 0
+
+    if x0 is None:
+        x = torch.zeros_like(b)
+        r = -b
+    else:
+        if x0.shape != b.shape:
+            raise ValueError("x0 must have the shape of b")
+        x = x0.clone()
+        r = damped(x, everyone) - b
+        matvecs += 1
+        block_products = [1] * nb
+    y = precondition(r)
+    p = -y
+    ry = dot(r, y)
+    solved_at = ry * residual_tol**2
+    phi = 0.5 * dot(r - b, x)
+    phis = [phi]
+    iters = torch.zeros(nb, dtype=torch.long, device=dev)
+    reason = torch.zeros(nb, dtype=torch.long, device=dev)
+    reason = torch.where(ry <= 0, _CONVERGED, reason)
+    active = reason == _RUNNING
+    host_active = active.tolist()
+
+    schedule = set(backtracking_schedule(max_iters)) if keep_iterates else set()
+    iterates: list[tuple[int, Tensor]] = []
+    i = 0
+    while any(host_active):
+        i += 1
+        ap = damped(p, host_active)
+        matvecs += 1
+        for k, a in enumerate(host_active):
+            block_products[k] += int(a)
+        pap = dot(p, ap)
+        finite = torch.isfinite(pap)
+        curved = finite & (pap > 0)
+        reason = torch.where(active & ~finite, _NONFINITE, reason)
+        reason = torch.where(active & finite & ~curved, _CURVATURE, reason)
+        step = active & curved
+        step_e = expand(step)
+        alpha = torch.where(step, ry / torch.where(curved, pap, 1.0), 0.0)
+        alpha_e = expand(alpha).to(dtype)
+        x = torch.where(step_e, x + alpha_e * p, x)
+        r_new = torch.where(step_e, r + alpha_e * ap, r)
+        y_new = precondition(r_new)
+        ry_new = dot(r_new, y_new)
+        beta = torch.where(step & (ry > 0), ry_new / torch.where(ry > 0, ry, 1.0), 0.0)
+        p = torch.where(step_e, -y_new + expand(beta).to(dtype) * p, p)
+        r, y = r_new, y_new
+        ry = torch.where(step, ry_new, ry)
+        iters = iters + step.long()
+        phi = torch.where(step, 0.5 * dot(r - b, x), phi)
+        phis.append(phi)
+
+        k_gap = max(10, math.ceil(0.1 * i))
+        if i > k_gap and i >= min_iters:
+            prev = phis[i - k_gap]
+            slow = (phi < 0) & ((phi - prev) / torch.where(phi < 0, phi, -1.0) < k_gap * tol)
+            reason = torch.where(step & slow, _PROGRESS, reason)
+        solved = ry_new <= solved_at
+        reason = torch.where(step & solved & (reason == _RUNNING), _CONVERGED, reason)
+        if i >= max_iters:
+            reason = torch.where(reason == _RUNNING, _MAX_ITERS, reason)
+        active = reason == _RUNNING
+        if i in schedule:
+            iterates.append((i, x.clone()))
+        host_active = active.tolist()
+
+    if keep_iterates and (not iterates or iterates[-1][0] != i):
+        iterates.append((i, x.clone()))
+    return CGResult(
+        x=x,
+        iterations=iters.tolist(),
+        stop_reasons=[STOP_REASONS[k] for k in reason.tolist()],
+        phi=phi,
+        matvecs=matvecs,
+        block_products=block_products,
+        iterates=iterates,
+    )

@@ -1,0 +1,212 @@
+"""Block CG against torch.linalg.solve, a plain numpy CG, and each stopping rule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bdhf_bench.curvature import BlockLayout, backtracking_schedule, block_cg
+
+
+def _spd(n: int, cond: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    eig = torch.logspace(0, math.log10(cond), n, dtype=torch.float64)
+    return q @ torch.diag(eig) @ q.T
+
+
+def _problem(sizes, conds, seed=0):
+    mats = [_spd(n, c, seed + i) for i, (n, c) in enumerate(zip(sizes, conds))]
+    tensors = [[torch.zeros(n, dtype=torch.float64)] for n in sizes]
+    layout = BlockLayout(tensors)
+    a = torch.block_diag(*mats)
+    calls = []
+
+    def matvec(p, active):
+        calls.append(list(active))
+        return torch.cat([m @ seg for m, seg in zip(mats, p.split(sizes))])
+
+    return layout, mats, a, matvec, calls
+
+
+def _numpy_cg_phis(a: np.ndarray, b: np.ndarray, iters: int) -> list[float]:
+    """Textbook CG from 0 on A x = b, returning phi_i = 0.5 x^T A x - b^T x for i = 0..iters."""
+    x = np.zeros_like(b)
+    r = b - a @ x
+    p = r.copy()
+    phis = [0.0]
+    for _ in range(iters):
+        ap = a @ p
+        alpha = (r @ r) / (p @ ap)
+        x = x + alpha * p
+        r_new = r - alpha * ap
+        p = r_new + (r_new @ r_new) / (r @ r) * p
+        r = r_new
+        phis.append(0.5 * x @ a @ x - b @ x)
+    return phis
+
+
+def _first_progress_stop(phis: list[float], tol: float, max_iters: int) -> int:
+    for i in range(1, max_iters + 1):
+        k = max(10, math.ceil(0.1 * i))
+        if i > k and phis[i] < 0 and (phis[i] - phis[i - k]) / phis[i] < k * tol:
+            return i
+    return max_iters
+
+
+def test_solves_each_block_like_linalg_solve():
+    layout, mats, _, matvec, _ = _problem([6, 9, 4], [10.0, 100.0, 3.0])
+    b = torch.randn(layout.numel, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    lam = torch.tensor([0.1, 0.01, 1.0], dtype=torch.float64)
+    res = block_cg(matvec, b, layout, lam, max_iters=200, tol=1e-12)
+    for (lo, hi), m, lam_b in zip(layout.block_bounds, mats, lam):
+        eye = torch.eye(m.shape[0], dtype=torch.float64)
+        expect = torch.linalg.solve(m + lam_b * eye, b[lo:hi])
+        torch.testing.assert_close(res.x[lo:hi], expect, rtol=1e-8, atol=1e-10)
+    assert all(r in ("converged", "nonpositive_curvature", "progress") for r in res.stop_reasons)
+
+
+def test_blocks_stop_independently_and_skip_finished_products():
+    # A well-conditioned 2x2 block converges long before a 30-dim ill-conditioned one.
+    layout, _, _, matvec, calls = _problem([2, 30], [2.0, 1e4])
+    b = torch.ones(layout.numel, dtype=torch.float64)
+    res = block_cg(matvec, b, layout, 0.0, max_iters=40)
+    assert res.iterations[0] <= 3 < res.iterations[1]
+    assert res.block_products[0] < res.block_products[1]
+    assert any(c == [False, True] for c in calls)
+    # Each block's result equals a CG run on that block alone.
+    for k, ((lo, hi), n) in enumerate(zip(layout.block_bounds, [2, 30])):
+        solo_layout, _, _, solo_mv, _ = _problem([n], [[2.0, 1e4][k]], seed=k)
+        solo = block_cg(solo_mv, b[lo:hi], solo_layout, 0.0, max_iters=40)
+        torch.testing.assert_close(res.x[lo:hi], solo.x, rtol=1e-12, atol=1e-14)
+        assert solo.iterations[0] == res.iterations[k]
+
+
+def test_progress_rule_fires_where_martens_rule_says():
+    # A uniform spectrum keeps finite-precision CG on the exact-arithmetic path, so a second,
+    # textbook implementation gives the same phi sequence to rounding.
+    n, tol, max_iters = 300, 5e-4, 200
+    d = torch.linspace(1.0, 3000.0, n, dtype=torch.float64)
+    layout = BlockLayout([[torch.zeros(n, dtype=torch.float64)]])
+    b = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    res = block_cg(lambda p, act: d * p, b, layout, 0.0, max_iters=max_iters, tol=tol)
+    phis = _numpy_cg_phis(np.diag(d.numpy()), b.numpy(), max_iters)
+    expect = _first_progress_stop(phis, tol, max_iters)
+    assert 10 < expect < max_iters
+    assert res.iterations == [expect]
+    assert res.stop_reasons == ["progress"]
+    assert res.phi[0].item() == pytest.approx(phis[expect], rel=1e-9)
+    looser = block_cg(lambda p, act: d * p, b, layout, 0.0, max_iters=max_iters, tol=10 * tol)
+    assert looser.iterations[0] == _first_progress_stop(phis, 10 * tol, max_iters) < expect
+
+
+def test_max_iters_and_min_iters():
+    layout, _, _, matvec, _ = _problem([20], [1e3])
+    b = torch.ones(20, dtype=torch.float64)
+    res = block_cg(matvec, b, layout, 0.0, max_iters=3)
+    assert res.iterations == [3] and res.stop_reasons == ["max_iters"]
+    d = torch.linspace(1.0, 3000.0, 300, dtype=torch.float64)
+    layout = BlockLayout([[torch.zeros(300, dtype=torch.float64)]])
+    b = torch.ones(300, dtype=torch.float64)
+    loose = block_cg(lambda p, a: d * p, b, layout, 0.0, max_iters=100, tol=1.0)
+    strict = block_cg(lambda p, a: d * p, b, layout, 0.0, max_iters=100, tol=1.0, min_iters=40)
+    assert loose.iterations[0] == 11 and loose.stop_reasons == ["progress"]
+    assert strict.iterations[0] == 40 and strict.stop_reasons == ["progress"]
+
+
+def test_nonpositive_curvature_stops_before_the_step():
+    layout = BlockLayout(
+        [[torch.zeros(3, dtype=torch.float64)], [torch.zeros(3, dtype=torch.float64)]]
+    )
+    a = torch.block_diag(-torch.eye(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64))
+    b = torch.ones(6, dtype=torch.float64)
+    res = block_cg(lambda p, act: a @ p, b, layout, 0.0, max_iters=10)
+    assert res.stop_reasons[0] == "nonpositive_curvature" and res.iterations[0] == 0
+    assert torch.equal(res.x[:3], torch.zeros(3, dtype=torch.float64))
+    torch.testing.assert_close(res.x[3:], b[3:])
+
+
+def test_nonfinite_products_stop_the_block():
+    layout = BlockLayout(
+        [[torch.zeros(2, dtype=torch.float64)], [torch.zeros(2, dtype=torch.float64)]]
+    )
+
+    def matvec(p, active):
+        out = p.clone()
+        out[:2] = float("nan")
+        return out
+
+    res = block_cg(matvec, torch.ones(4, dtype=torch.float64), layout, 0.0, max_iters=5)
+    assert res.stop_reasons[0] == "nonfinite"
+    assert torch.isfinite(res.x).all()
+    assert res.stop_reasons[1] in ("converged", "nonpositive_curvature")
+
+
+def test_zero_right_hand_side_is_converged():
+    layout, _, _, matvec, calls = _problem([4], [10.0])
+    res = block_cg(matvec, torch.zeros(4, dtype=torch.float64), layout, 0.0)
+    assert res.stop_reasons == ["converged"] and res.iterations == [0] and not calls
+
+
+def test_preconditioner_diagonal_system_in_one_iteration():
+    d = torch.logspace(0, 6, 12, dtype=torch.float64)
+    layout = BlockLayout([[torch.zeros(12, dtype=torch.float64)]])
+    b = torch.ones(12, dtype=torch.float64)
+    res = block_cg(lambda p, a: d * p, b, layout, 0.0, preconditioner=d, max_iters=50, tol=1e-12)
+    torch.testing.assert_close(res.x, b / d)
+    plain = block_cg(lambda p, a: d * p, b, layout, 0.0, max_iters=5)
+    assert res.iterations[0] == 1 and plain.iterations[0] == 5
+
+
+def test_warm_start_from_the_solution():
+    layout, _, a, matvec, _ = _problem([8], [50.0])
+    b = torch.randn(8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    sol = torch.linalg.solve(a, b)
+    res = block_cg(matvec, b, layout, 0.0, x0=sol, max_iters=50)
+    torch.testing.assert_close(res.x, sol, rtol=1e-9, atol=1e-12)
+    # The residual is rounding noise: the progress rule ends it at its first chance (i = 11).
+    assert res.iterations[0] <= 11 and res.stop_reasons[0] != "max_iters"
+    assert res.matvecs >= 1  # the residual of the warm start costs one product
+
+
+def test_iterates_kept_at_martens_schedule():
+    assert backtracking_schedule(30) == sorted(
+        {math.ceil(5 * 1.3**j) for j in range(10) if math.ceil(5 * 1.3**j) <= 30}
+    )
+    assert backtracking_schedule(250)[:6] == [5, 7, 9, 11, 15, 19]
+    layout, _, _, matvec, _ = _problem([40], [1e6])
+    res = block_cg(
+        matvec, torch.ones(40, dtype=torch.float64), layout, 0.0, max_iters=23, keep_iterates=True
+    )
+    assert [i for i, _ in res.iterates] == [5, 7, 9, 11, 15, 19, 23]
+    assert torch.equal(res.iterates[-1][1], res.x)
+
+
+def test_bitwise_deterministic_on_cpu():
+    layout, _, _, matvec, _ = _problem([7, 5], [100.0, 10.0])
+    b = torch.randn(12, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    r1 = block_cg(matvec, b, layout, torch.tensor([0.1, 0.2]), max_iters=30)
+    r2 = block_cg(matvec, b, layout, torch.tensor([0.1, 0.2]), max_iters=30)
+    assert torch.equal(r1.x, r2.x) and r1.iterations == r2.iterations
+
+
+def test_float32_vectors_keep_float64_scalars():
+    layout = BlockLayout([[torch.zeros(30)]])
+    a = _spd(30, 1e3, 3).float()
+    res = block_cg(lambda p, act: a @ p, torch.ones(30), layout, 0.0, max_iters=60, tol=1e-9)
+    assert res.x.dtype == torch.float32 and res.phi.dtype == torch.float64
+    expect = torch.linalg.solve(a.double(), torch.ones(30, dtype=torch.float64))
+    torch.testing.assert_close(res.x.double(), expect, rtol=1e-3, atol=1e-3)
+
+
+def test_bad_arguments():
+    layout, _, _, matvec, _ = _problem([3], [2.0])
+    with pytest.raises(ValueError, match="right-hand side"):
+        block_cg(matvec, torch.ones(4, dtype=torch.float64), layout, 0.0)
+    with pytest.raises(ValueError, match="max_iters"):
+        block_cg(matvec, torch.ones(3, dtype=torch.float64), layout, 0.0, max_iters=0)
+    with pytest.raises(ValueError, match="x0"):
+        block_cg(matvec, torch.ones(3, dtype=torch.float64), layout, 0.0, x0=torch.ones(2))

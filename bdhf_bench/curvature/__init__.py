@@ -1,7 +1,7 @@
 """The numerical core: output-space loss Hessians, exact GGN products (full and per block),
 parameter blocks, and block-batched conjugate gradient. Knows nothing of problems or the CLI."""
 
-from .blocks import BlockLayout, ParamBlock, partition
+from .blocks import SCHEMES, BlockLayout, ParamBlock, partition
 from .cg import STOP_REASONS, CGResult, backtracking_schedule, block_cg
 from .ggn import GGNContext
 from .losses import (
@@ -16,6 +16,7 @@ from .losses import (
 
 __all__ = [
     "MSE",
+    "SCHEMES",
     "STOP_REASONS",
     "BCEWithLogits",
     "BlockLayout",

@@ -222,6 +222,11 @@ class GGNContext:
         ]
         return layout.pack([t for block in parts for t in block])
 
+    def layout_full_mvp(self, layout: BlockLayout, flat: Tensor) -> Tensor:
+        """The full product ``G v`` over all of ``layout``'s parameters, packed likewise."""
+        indices = [self._index[id(p)] for p in layout.params]
+        return layout.pack(self._restricted_product(indices, layout.unpack(flat)))
+
 
 @contextlib.contextmanager
 def frozen_buffers(model: nn.Module) -> Iterator[None]:

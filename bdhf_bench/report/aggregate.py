@@ -1,0 +1,165 @@
+"""Aggregation over seeds: per setting, the validation-selected setting, overhead, curvature sweep.
+
+Rules (docs/report.md says why):
+
+- final metric: test accuracy on accuracy problems, else test loss; mean and POPULATION std
+  (ddof=0, as DeepOBS's analyzer and its published baselines) over the setting's finished runs,
+  with their number n. Diverged runs are counted apart, not averaged in.
+- to-target quantities: median over every run of the setting, diverged ones included; a run that
+  never reached the target counts as +inf (AlgoPerf: "runs that do not reach the target
+  performance have an infinite time"), so the median is finite only when more than half reached
+  it. Runs without a recorded target are left out of these medians (NaN: no target, not a miss).
+- selection: for each problem and optimizer, the setting with the best mean over seeds of the
+  final VALIDATION metric (max accuracy / min loss); a diverged run scores the worst value
+  (-inf accuracy / +inf loss), so a setting with any diverged seed ranks below every setting
+  without one. Ties: fewer diverged runs, then the setting string. Test metrics are never used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+TO_TARGET = ("steps", "epochs", "seconds", "gradient_equivalents")
+"""The ``<name>_to_target`` columns of the runs frame."""
+
+CURVATURE_OPTIMIZERS = ("bdhf", "hf")
+REFERENCE_OPTIMIZER = "adam"
+
+
+def higher_is_better(kind: str) -> bool:
+    """Accuracy is maximised, a loss minimised."""
+    return kind == "accuracy"
+
+
+def median_with_misses(values: Sequence[float]) -> float:
+    """Median where +inf stands for a miss; NaN (no target) values are left out."""
+    array = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
+    return float(np.median(array)) if array.size else math.nan
+
+
+def population_std(values: Sequence[float]) -> float:
+    """Standard deviation with ddof=0; NaN for no values."""
+    array = np.asarray(values, dtype=float)
+    return float(np.std(array)) if array.size else math.nan
+
+
+def _selection_scores(runs: pd.DataFrame) -> pd.Series:
+    """Per run: the final validation metric, or the worst value for a diverged/undefined run."""
+    better_high = runs["metric_kind"].map(higher_is_better)
+    worst = better_high.map({True: -math.inf, False: math.inf})
+    valid = pd.to_numeric(runs["final_valid_metric"], errors="coerce")
+    bad = (runs["status"] != "finished") | valid.isna()
+    return valid.where(~bad, worst).astype(float)
+
+
+def _first(series: pd.Series) -> object:
+    values = series.dropna()
+    return values.iloc[0] if len(values) else None
+
+
+def _setting_row(group: pd.DataFrame) -> dict[str, object]:
+    finished = group[group["status"] == "finished"]
+    final = finished["final_metric"].astype(float).to_numpy()
+    has_target = group["target_value"].notna()
+    row: dict[str, object] = {
+        "metric_kind": group["metric_kind"].iloc[0],
+        "batch_size": group["batch_size"].iloc[0],
+        "curvature_fraction": group["curvature_fraction"].iloc[0],
+        "curvature_batch_size": group["curvature_batch_size"].iloc[0],
+        "n_runs": len(group),
+        "n_finished": len(finished),
+        "n_diverged": int((group["status"] == "diverged").sum()),
+        "seeds": ",".join(str(s) for s in sorted(group["seed"])),
+        "selection_score": float(np.mean(_selection_scores(group).to_numpy())),
+        "final_mean": float(np.mean(final)) if final.size else math.nan,
+        "final_std": population_std(final),
+        "final_n": int(final.size),
+        "best_valid_mean": float(np.mean(finished["best_valid_metric"].astype(float)))
+        if len(finished)
+        else math.nan,
+        "target_metric": _first(group["target_metric"]),
+        "target_split": _first(group["target_split"]),
+        "target_value": _first(group["target_value"]),
+        "target_source": _first(group["target_source"]),
+        "n_with_target": int(has_target.sum()),
+        "n_reached": int((group["reached"] == True).sum()),  # noqa: E712 (NA-safe)
+        "seconds_per_epoch": median_with_misses(group["seconds_per_epoch"].astype(float)),
+        "seconds_per_step": median_with_misses(group["seconds_per_step"].astype(float)),
+        "data_source": ",".join(sorted(set(group["data_source"].astype(str)))),
+        "kind": ",".join(sorted(set(group["kind"].astype(str)))),
+    }
+    for name in TO_TARGET:
+        row[f"{name}_to_target"] = median_with_misses(group[f"{name}_to_target"].astype(float))
+    return row
+
+
+def setting_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (problem, optimizer, setting), ranked within (problem, optimizer)."""
+    keys = ["problem", "optimizer", "setting"]
+    if runs.empty:
+        return pd.DataFrame(columns=[*keys, "rank", "selected"])
+    rows = []
+    for (problem, optimizer, setting), group in runs.groupby(keys, sort=True):
+        rows.append(
+            {"problem": problem, "optimizer": optimizer, "setting": setting, **_setting_row(group)}
+        )
+    table = pd.DataFrame.from_records(rows)
+    return rank_settings(table, ["problem", "optimizer"])
+
+
+def rank_settings(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Rank settings within ``by`` on the validation selection score; rank 1 is selected."""
+    ordered = []
+    for _, group in table.groupby(by, sort=True):
+        sign = -1.0 if higher_is_better(group["metric_kind"].iloc[0]) else 1.0
+        group = group.assign(_key=sign * group["selection_score"].astype(float))
+        group = group.sort_values(["_key", "n_diverged", "setting"], kind="mergesort")
+        group = group.drop(columns="_key")
+        group["rank"] = range(1, len(group) + 1)
+        ordered.append(group)
+    out = pd.concat(ordered, ignore_index=True)
+    out["selected"] = out["rank"] == 1
+    return out
+
+
+def summary_table(settings: pd.DataFrame) -> pd.DataFrame:
+    """The selected setting of each (problem, optimizer), with per-step overhead against Adam."""
+    if settings.empty:
+        return settings.assign(n_settings=[], overhead_vs_adam=[])
+    counts = settings.groupby(["problem", "optimizer"]).size().rename("n_settings")
+    chosen = settings[settings["selected"]].join(counts, on=["problem", "optimizer"])
+    is_adam = chosen["optimizer"].str.lower() == REFERENCE_OPTIMIZER
+    adam = chosen[is_adam].set_index("problem")["seconds_per_step"]
+    reference = chosen["problem"].map(adam).astype(float)
+    chosen = chosen.assign(overhead_vs_adam=chosen["seconds_per_step"].astype(float) / reference)
+    return chosen.sort_values(["problem", "optimizer"], kind="mergesort").reset_index(drop=True)
+
+
+def curvature_table(settings: pd.DataFrame) -> pd.DataFrame:
+    """BDHF and HF per curvature batch size: the validation-selected setting at each fraction.
+
+    Only problems where bdhf or hf (either) ran at two or more curvature fractions are kept.
+    """
+    mask = settings["optimizer"].str.lower().isin(CURVATURE_OPTIMIZERS) if len(settings) else []
+    table = settings[mask] if len(settings) else settings
+    if len(table):
+        table = table[pd.to_numeric(table["curvature_fraction"], errors="coerce").notna()]
+    if table.empty:
+        return pd.DataFrame(columns=[*settings.columns, "n_settings"])
+    table = table.drop(columns=["rank", "selected"])
+    ranked = rank_settings(table, ["problem", "optimizer", "curvature_fraction"])
+    counts = ranked.groupby(["problem", "optimizer", "curvature_fraction"]).size()
+    chosen = ranked[ranked["selected"]].join(
+        counts.rename("n_settings"), on=["problem", "optimizer", "curvature_fraction"]
+    )
+    fractions = chosen.groupby(["problem", "optimizer"])["curvature_fraction"].nunique()
+    most = fractions.groupby(level="problem").max()
+    keep = most[most >= 2].index
+    chosen = chosen[chosen["problem"].isin(keep)]
+    return chosen.sort_values(
+        ["problem", "optimizer", "curvature_fraction"], kind="mergesort"
+    ).reset_index(drop=True)

@@ -1,0 +1,74 @@
+"""``bdhf-bench report``: the Click command over :func:`build_report` (thin on purpose)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .baselines import default_baselines_path
+from .build import ReportInputError, build_report
+
+
+def _fail(message: str) -> None:
+    """One clear line on stderr, exit code 2 (bad input)."""
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(2)
+
+
+@click.command("report")
+@click.argument("results_dirs", nargs=-1, metavar="RESULTS_DIR...")
+@click.option(
+    "--out",
+    "out_dir",
+    default="reports",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for leaderboard.md, index.html, tables/ and figures/.",
+)
+@click.option(
+    "--baselines",
+    "baselines",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="DeepOBS baselines CSV [default: baselines/deepobs_baselines_v1.1.csv when present].",
+)
+@click.option("--no-baselines", is_flag=True, help="Do not show DeepOBS's published baselines.")
+def report_command(
+    results_dirs: tuple[str, ...], out_dir: str, baselines: str | None, no_baselines: bool
+) -> None:
+    """Aggregate result files into a leaderboard (markdown, self-contained HTML, CSV, PNG)."""
+    if not results_dirs:
+        _fail("give at least one RESULTS_DIR")
+    for folder in results_dirs:
+        if not Path(folder).is_dir():
+            _fail(f"results folder {folder!r} does not exist")
+    if no_baselines:
+        baselines = None
+    elif baselines is None:
+        default = default_baselines_path()
+        baselines = None if default is None else str(default)
+    try:
+        summary = build_report(results_dirs, out_dir, baselines=baselines)
+    except ReportInputError as err:
+        _fail(str(err))
+        return
+    click.echo(
+        f"report: {summary.n_runs} runs, {len(summary.problems)} problems, "
+        f"{len(summary.optimizers)} optimizers -> {summary.out_dir}"
+    )
+    click.echo(f"  leaderboard: {summary.leaderboard}")
+    click.echo(f"  html:        {summary.html}")
+    click.echo(f"  baselines:   {summary.baselines or 'none'}")
+    click.echo(f"  wrote {len(summary.written)} files:")
+    for path in summary.written:
+        click.echo(f"    {path}")
+    click.echo(f"skipped {len(summary.skipped)} files:")
+    for item in summary.skipped:
+        click.echo(f"  {item.path}: {item.reason}")
+    if summary.reduced:
+        click.echo(f"read {len(summary.reduced)} DeepOBS-only files in reduced form:")
+        for item in summary.reduced:
+            click.echo(f"  {item.path}")
+    for note in summary.notes:
+        click.echo(f"note: {note}")

@@ -1,0 +1,281 @@
+"""Report figures as PNG bytes: learning curves, time-to-target bars, profiles, curvature sweep.
+
+Figures are built on ``matplotlib.figure.Figure`` (Agg, no pyplot), with seaborn's style as a
+context, so making a report changes no global plotting state. Each function returns the PNG's
+bytes; the caller writes them (atomically) and embeds them in the HTML page.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .baselines import LABEL
+
+DPI = 100
+X_AXES = {
+    "epoch": "epochs",
+    "train_seconds": "training seconds",
+    "gradient_equivalents": "gradient-equivalents",
+}
+BASELINE_COLOR = "0.45"
+MISS_LABEL = "miss"
+SHORT_CITATION = "Schneider, Balles, Hennig, ICLR 2019"
+
+
+def palette(optimizers: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """A stable optimizer -> colour map (sorted names), shared by every figure of a report."""
+    names = sorted(set(optimizers))
+    colors = sns.color_palette("colorblind", n_colors=max(len(names), 1))
+    return dict(zip(names, colors))
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _new_figure(rows: int, cols: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
+        fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+        axes = fig.subplots(rows, cols, squeeze=False)
+    return fig, axes
+
+
+def _band(frame: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Per evaluation index over seeds: median x, mean y, min-max band of y."""
+    clean = frame[["evaluation", x, y]].replace([math.inf, -math.inf], math.nan)
+    grouped = clean.groupby("evaluation")
+    band = pd.DataFrame(
+        {
+            "x": grouped[x].median(),
+            "mean": grouped[y].mean(),
+            "low": grouped[y].min(),
+            "high": grouped[y].max(),
+        }
+    )
+    return band.dropna(subset=["x", "mean"])
+
+
+def _target_line(ax: Axes, target: dict | None, kind: str, split: str) -> None:
+    if target and target.get("metric") == kind and target.get("split") == split:
+        ax.axhline(target["value"], color="black", linestyle=":", linewidth=1.2, label="target")
+
+
+def _baseline_lines(ax: Axes, baselines: pd.DataFrame, kind: str) -> None:
+    """DeepOBS's final test means as grey lines, each named at the right edge."""
+    for _, row in baselines[baselines["metric_kind"] == kind].iterrows():
+        ax.axhline(
+            row["final_mean"],
+            color=BASELINE_COLOR,
+            linestyle="-.",
+            linewidth=1.0,
+            label=f"{LABEL}: final test mean",
+        )
+        ax.annotate(
+            f"DeepOBS TF {row['ours']}",
+            xy=(0.99, row["final_mean"]),
+            xycoords=("axes fraction", "data"),
+            ha="right",
+            va="bottom",
+            fontsize="x-small",
+            color=BASELINE_COLOR,
+        )
+
+
+def _legend(fig: Figure, axes: np.ndarray) -> None:
+    """One legend below the panels, each label once (panels share optimizers and lines)."""
+    seen: dict[str, object] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    if seen:
+        fig.legend(
+            list(seen.values()), list(seen), loc="outside lower center", ncols=3, fontsize="small"
+        )
+
+
+def learning_curves(
+    evaluations: pd.DataFrame,
+    problem: str,
+    kind: str,
+    colors: dict[str, tuple[float, float, float]],
+    target: dict | None = None,
+    baselines: pd.DataFrame | None = None,
+) -> bytes:
+    """Test (solid) and train (dashed) curves per optimizer against epochs, seconds and
+    gradient-equivalents; the line is the mean over seeds, the band their min-max."""
+    xs = [x for x in X_AXES if evaluations[x].notna().any()]
+    kinds = ["loss", "accuracy"] if kind == "accuracy" else ["loss"]
+    fig, axes = _new_figure(len(kinds), len(xs), 4.6, 3.4)
+    for r, metric in enumerate(kinds):
+        for c, x in enumerate(xs):
+            ax = axes[r, c]
+            for optimizer, runs in evaluations.groupby("optimizer", sort=True):
+                for split, style in (("test", "-"), ("train", "--")):
+                    band = _band(runs, x, f"{split}_{metric}")
+                    if band.empty:
+                        continue
+                    color = colors.get(str(optimizer), "C0")
+                    ax.plot(
+                        band["x"], band["mean"], style, color=color, label=f"{optimizer} {split}"
+                    )
+                    ax.fill_between(band["x"], band["low"], band["high"], color=color, alpha=0.2)
+            _target_line(ax, target, metric, "test")
+            if x == "epoch" and baselines is not None:
+                _baseline_lines(ax, baselines, metric)
+            ax.set_xlabel(X_AXES[x])
+            ax.set_ylabel(metric)
+    _legend(fig, axes)
+    title = f"{problem}: mean over seeds, band = min-max over seeds"
+    if baselines is not None and len(baselines):
+        title += f"\ndash-dot grey: {LABEL} ({SHORT_CITATION})"
+    fig.suptitle(title, fontsize="medium")
+    return _png(fig)
+
+
+def _bars(ax: Axes, labels: list[str], values: list[float], notes: list[str], colors: list) -> None:
+    finite = [v for v in values if math.isfinite(v)]
+    cap = 1.15 * max(finite) if finite and max(finite) > 0 else 1.0
+    heights = [v if math.isfinite(v) else cap for v in values]
+    bars = ax.bar(labels, heights, color=colors)
+    for bar, value, note in zip(bars, values, notes):
+        if not math.isfinite(value):
+            bar.set_hatch("//")
+            bar.set_alpha(0.45)
+        text = f"{value:.3g}" if math.isfinite(value) else MISS_LABEL
+        ax.annotate(
+            f"{text}\n{note}" if note else text,
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize="x-small",
+        )
+    ax.set_ylim(0, cap * 1.3)
+    ax.tick_params(axis="x", labelrotation=20)
+
+
+def time_to_target_bars(
+    summary: pd.DataFrame,
+    problem: str,
+    colors: dict[str, tuple[float, float, float]],
+    baselines: pd.DataFrame | None = None,
+) -> bytes:
+    """Median epochs, seconds and gradient-equivalents to target per optimizer; misses hatched."""
+    panels = (
+        ("epochs_to_target", "epochs"),
+        ("seconds_to_target", "training seconds"),
+        ("gradient_equivalents_to_target", "gradient-equivalents"),
+    )
+    fig, axes = _new_figure(1, len(panels), 4.2, 3.6)
+    rows = summary.sort_values("optimizer")
+    notes = [f"{r.n_reached}/{r.n_with_target} reached" for r in rows.itertuples()]
+    for ax, (column, name) in zip(axes[0], panels):
+        labels = list(rows["optimizer"].astype(str))
+        values = [float(v) for v in rows[column]]
+        bar_colors = [colors.get(label, "C0") for label in labels]
+        bar_notes = list(notes)
+        if column == "epochs_to_target" and baselines is not None and len(baselines):
+            for _, base in baselines.iterrows():
+                labels.append(f"DeepOBS TF {base['ours']}")
+                values.append(float(base["speed_epochs"]))
+                bar_colors.append(BASELINE_COLOR)
+                bar_notes.append("mean, v1.1")
+        _bars(ax, labels, values, bar_notes, bar_colors)
+        ax.set_ylabel(name)
+    target = summary[["target_metric", "target_split", "target_value"]].dropna().head(1)
+    title = f"{problem}: median time to target over seeds (a miss counts as infinite)"
+    if len(target):
+        t = target.iloc[0]
+        title += f"\ntarget: {t['target_split']} {t['target_metric']} {t['target_value']:g}"
+    if baselines is not None and len(baselines):
+        title += f"\ngrey: {LABEL}, mean epochs ({SHORT_CITATION})"
+    fig.suptitle(title, fontsize="medium")
+    return _png(fig)
+
+
+def profile_figure(
+    profile: pd.DataFrame, time_name: str, colors: dict[str, tuple[float, float, float]]
+) -> bytes:
+    """rho(tau) per optimizer: the fraction of problems solved within tau times the best."""
+    fig, axes = _new_figure(1, 1, 6.0, 4.0)
+    ax = axes[0, 0]
+    taus = [float(t) for t in profile.columns]
+    for optimizer, row in profile.iterrows():
+        ax.step(
+            taus,
+            row.to_numpy(),
+            where="post",
+            label=str(optimizer),
+            color=colors.get(str(optimizer), "C0"),
+            linewidth=2,
+        )
+    ax.set_xlim(1.0, max(taus) if taus else 4.0)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(f"tau: ratio of {time_name}-to-target to the best optimizer's")
+    ax.set_ylabel("fraction of problems")
+    ax.legend(loc="lower right")
+    ax.set_title(f"Performance profile ({time_name}; AlgoPerf style, tau <= 4)", fontsize="medium")
+    return _png(fig)
+
+
+def curvature_figure(
+    table: pd.DataFrame,
+    problem: str,
+    colors: dict[str, tuple[float, float, float]],
+    target: dict | None = None,
+) -> bytes:
+    """BDHF vs HF against curvature batch size: final test metric and time to target."""
+    kind = str(table["metric_kind"].iloc[0])
+    fig, axes = _new_figure(1, 2, 4.8, 3.6)
+    left, right = axes[0]
+    for optimizer, rows in table.groupby("optimizer", sort=True):
+        color = colors.get(str(optimizer), "C0")
+        rows = rows.sort_values("curvature_batch_size")
+        left.errorbar(
+            rows["curvature_batch_size"],
+            rows["final_mean"],
+            yerr=rows["final_std"],
+            marker="o",
+            capsize=3,
+            color=color,
+            label=str(optimizer),
+        )
+        values = rows["gradient_equivalents_to_target"].astype(float)
+        hit = np.isfinite(values)
+        right.plot(
+            rows["curvature_batch_size"][hit], values[hit], "o-", color=color, label=str(optimizer)
+        )
+        if (~hit).any():
+            right.plot(
+                rows["curvature_batch_size"][~hit],
+                [0] * int((~hit).sum()),
+                "x",
+                color=color,
+                markersize=10,
+                mew=2,
+                label=f"{optimizer}: {MISS_LABEL}",
+            )
+    _target_line(left, target, kind, "test")
+    sizes = sorted(float(v) for v in table["curvature_batch_size"].dropna().unique())
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [f"{v:g}" for v in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("curvature batch size (examples)")
+        ax.legend(fontsize="small")
+    left.set_ylabel(f"final test {kind} (mean ± std)")
+    right.set_ylabel("median gradient-equivalents to target")
+    right.set_ylim(bottom=-0.05 * max(1.0, float(np.nanmax(right.get_ylim()))))
+    fig.suptitle(
+        f"{problem}: BDHF vs HF over curvature batch size (x at 0: missed)", fontsize="medium"
+    )
+    return _png(fig)

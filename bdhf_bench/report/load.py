@@ -1,0 +1,278 @@
+"""Walk results folders into two tidy frames: one row per evaluation and one row per run.
+
+Files the report cannot use are collected with a reason (never raised); ``_runs/`` is the runner's
+bookkeeping and is not read; anything under ``_diverged/`` is a diverged run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .schema import (
+    ACCURACY_KEYS,
+    COUNTER_KEYS,
+    KIND_DEEPOBS,
+    LOSS_KEYS,
+    Foreign,
+    RunRecord,
+    parse_document,
+)
+
+BOOKKEEPING_DIR = "_runs"
+DIVERGED_DIR = "_diverged"
+HP_PREFIX = "hp_"
+
+ID_COLUMNS = [
+    "run_id",
+    "path",
+    "results_dir",
+    "kind",
+    "problem",
+    "optimizer",
+    "setting",
+    "hyperparameters",
+    "batch_size",
+    "num_epochs",
+    "weight_decay",
+    "seed",
+    "status",
+]
+"""Columns shared by both frames (``hp_<name>`` columns follow them)."""
+
+EVAL_COLUMNS = [
+    "epoch",
+    "step",
+    "train_seconds",
+    *COUNTER_KEYS,
+    *LOSS_KEYS,
+    *ACCURACY_KEYS,
+    "minibatch_loss",
+]
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file under a results folder that was not used, and why (one line)."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class LoadedResults:
+    """What :func:`load_results` found: the frames plus every file it did not use."""
+
+    runs: pd.DataFrame
+    evaluations: pd.DataFrame
+    skipped: list[SkippedFile] = field(default_factory=list)
+    reduced: list[SkippedFile] = field(default_factory=list)
+    """DeepOBS-only files, loaded without timing, pass counts or target."""
+
+
+def format_value(value: Any) -> str:
+    """A hyperparameter value as a short, stable string (integral floats lose their '.0')."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
+def setting_key(record: RunRecord) -> str:
+    """The stable string naming a run's setting: hyperparameters, then batch size and budget."""
+    hps = ", ".join(f"{k}={format_value(v)}" for k, v in sorted(record.hyperparameters.items()))
+    run = [f"batch_size={record.batch_size}", f"num_epochs={format_value(record.num_epochs)}"]
+    if record.weight_decay is not None:
+        run.append(f"weight_decay={format_value(record.weight_decay)}")
+    for key in ("steps", "time_budget", "eval_every"):
+        if record.budget.get(key) is not None:
+            run.append(f"{key}={format_value(record.budget[key])}")
+    return " | ".join(part for part in (hps, ", ".join(run)) if part)
+
+
+def iter_result_files(root: Path) -> Iterator[Path]:
+    """Every file below ``root`` in a stable order, ``_runs/`` folders left out."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != BOOKKEEPING_DIR)
+        for name in sorted(filenames):
+            yield Path(dirpath) / name
+
+
+def _read(path: Path, under_diverged: bool) -> RunRecord:
+    if path.suffix != ".json":
+        raise Foreign("not a .json file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise Foreign(f"unreadable: {err}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise Foreign(f"not valid JSON ({err.msg}, line {err.lineno})") from None
+    return parse_document(doc, under_diverged=under_diverged)
+
+
+def _curvature_batch(record: RunRecord) -> float:
+    """ceil(fraction * batch), at least 1: the sub-batch the HF closure uses."""
+    fraction = record.hyperparameters.get("curvature_fraction")
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+        return math.nan
+    return float(max(1, math.ceil(fraction * record.batch_size)))
+
+
+def _best(values: list[float], kind: str) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return math.nan
+    return max(finite) if kind == "accuracy" else min(finite)
+
+
+def _to_target(record: RunRecord) -> dict[str, Any]:
+    """Steps/epochs/seconds/gradient-equivalents to target: inf when missed, NaN without target."""
+    names = ("step", "epoch", "train_seconds", "gradient_equivalents")
+    columns = ("steps", "epochs", "seconds", "gradient_equivalents")
+    target = record.target
+    out: dict[str, Any] = {
+        "target_metric": None,
+        "target_split": None,
+        "target_value": math.nan,
+        "target_source": None,
+        "reached": pd.NA,
+    }
+    if target is None:
+        out.update({f"{c}_to_target": math.nan for c in columns})
+        return out
+    reached = target["reached"]
+    out.update(
+        target_metric=target["metric"],
+        target_split=target["split"],
+        target_value=target["value"],
+        target_source=target["source"],
+        reached=reached is not None,
+    )
+    for name, column in zip(names, columns):
+        out[f"{column}_to_target"] = math.inf if reached is None else reached[name]
+    return out
+
+
+def run_row(record: RunRecord, base: dict[str, Any]) -> dict[str, Any]:
+    """The one-row-per-run summary of a record (final and best metrics, target, speed)."""
+    evals = record.evaluations
+    last = evals[-1]
+    kind = "accuracy" if any(not math.isnan(e["test_accuracy"]) for e in evals) else "loss"
+    row = dict(base)
+    row["metric_kind"] = kind
+    row["n_evaluations"] = len(evals)
+    row["steps"] = record.steps
+    row["train_seconds"] = record.train_seconds
+    row["final_epoch"] = last["epoch"]
+    row["final_step"] = last["step"]
+    for key in (*LOSS_KEYS, *ACCURACY_KEYS):
+        row[f"final_{key}"] = last[key]
+    for split in ("valid", "test"):
+        row[f"best_{split}_loss"] = _best([e[f"{split}_loss"] for e in evals], "loss")
+        row[f"best_{split}_accuracy"] = _best([e[f"{split}_accuracy"] for e in evals], "accuracy")
+    row["final_metric"] = row[f"final_test_{kind}"]
+    row["final_valid_metric"] = row[f"final_valid_{kind}"]
+    row["best_valid_metric"] = row[f"best_valid_{kind}"]
+    row.update(_to_target(record))
+    epoch, seconds = last["epoch"], last["train_seconds"]
+    row["seconds_per_epoch"] = seconds / epoch if epoch > 0 else math.nan
+    row["seconds_per_step"] = record.train_seconds / record.steps if record.steps > 0 else math.nan
+    row["curvature_fraction"] = record.hyperparameters.get("curvature_fraction", math.nan)
+    row["curvature_batch_size"] = _curvature_batch(record)
+    row["data_source"] = record.data_source
+    row["data_scaled"] = record.data_scaled
+    row["device_name"] = record.device_name
+    row["bdhf_bench_version"] = record.version
+    return row
+
+
+def _base(record: RunRecord, path: Path, root: Path, rel: str) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "run_id": f"{root.name}/{rel}",
+        "path": str(path),
+        "results_dir": str(root),
+        "kind": record.kind,
+        "problem": record.problem,
+        "optimizer": record.optimizer,
+        "setting": setting_key(record),
+        "hyperparameters": json.dumps(record.hyperparameters, sort_keys=True),
+        "batch_size": record.batch_size,
+        "num_epochs": record.num_epochs,
+        "weight_decay": math.nan if record.weight_decay is None else record.weight_decay,
+        "seed": record.seed,
+        "status": record.status,
+    }
+    for name, value in record.hyperparameters.items():
+        base[f"{HP_PREFIX}{name}"] = value
+    return base
+
+
+def _frame(rows: list[dict[str, Any]], leading: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows)
+    hp_columns = sorted(c for c in frame.columns if c.startswith(HP_PREFIX))
+    rest = [c for c in frame.columns if c not in leading and c not in hp_columns]
+    return frame[[c for c in leading if c in frame.columns] + hp_columns + rest]
+
+
+def _empty_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    runs = pd.DataFrame(columns=[*ID_COLUMNS, "metric_kind", "final_metric"])
+    evaluations = pd.DataFrame(columns=[*ID_COLUMNS, "evaluation", *EVAL_COLUMNS])
+    return runs, evaluations
+
+
+def _roots(results_dirs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    roots = [Path(d) for d in results_dirs]
+    for root in roots:
+        if not root.is_dir():
+            raise FileNotFoundError(f"results folder {str(root)!r} does not exist")
+    return roots
+
+
+def load_results(results_dirs: Sequence[str | os.PathLike[str]]) -> LoadedResults:
+    """Every run under ``results_dirs`` as frames; unusable files listed in ``skipped``.
+
+    Raises FileNotFoundError only for a results folder that does not exist.
+    """
+    run_rows: list[dict[str, Any]] = []
+    eval_rows: list[dict[str, Any]] = []
+    skipped: list[SkippedFile] = []
+    reduced: list[SkippedFile] = []
+    seen: set[Path] = set()
+    for root in _roots(results_dirs):
+        for path in iter_result_files(root):
+            resolved = path.resolve()
+            if resolved in seen:
+                continue  # a folder given twice, or inside another one given
+            seen.add(resolved)
+            rel = path.relative_to(root).as_posix()
+            under_diverged = path.relative_to(root).parts[0] == DIVERGED_DIR
+            try:
+                record = _read(path, under_diverged)
+            except Foreign as err:
+                skipped.append(SkippedFile(str(path), str(err)))
+                continue
+            if record.kind == KIND_DEEPOBS:
+                reduced.append(
+                    SkippedFile(str(path), "DeepOBS-only file: curves only (no timing or target)")
+                )
+            base = _base(record, path, root, rel)
+            run_rows.append(run_row(record, base))
+            for index, evaluation in enumerate(record.evaluations):
+                eval_rows.append({**base, "evaluation": index, **evaluation})
+    if not run_rows:
+        runs, evaluations = _empty_frames()
+        return LoadedResults(runs, evaluations, skipped, reduced)
+    runs = _frame(run_rows, ID_COLUMNS)
+    evaluations = _frame(eval_rows, [*ID_COLUMNS, "evaluation", *EVAL_COLUMNS])
+    for frame in (runs, evaluations):
+        frame["seed"] = frame["seed"].astype(np.int64)
+    return LoadedResults(runs, evaluations, skipped, reduced)

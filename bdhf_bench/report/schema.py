@@ -1,0 +1,263 @@
+"""The result-file contract (docs/results.md) as the report reads it: one document -> one record.
+
+Everything a file may get wrong is turned into :class:`Foreign` with a one-line reason, so the
+loader can list the file as skipped instead of failing. Keys the report relies on are required;
+keys it only displays are optional. A file without ``schema_version`` but with DeepOBS's own keys
+(what DeepOBS's StandardRunner writes) is read in a reduced form: its curves, no timing, no
+pass counts and no target.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSIONS = (1,)
+"""The ``schema_version`` values this report understands."""
+
+KIND_OURS = "bdhf-bench"
+KIND_DEEPOBS = "deepobs"
+
+STATUSES = ("finished", "diverged")
+METRICS = ("accuracy", "loss")
+SPLITS = ("train", "valid", "test")
+
+RUN_KEYS = (
+    "testproblem",
+    "batch_size",
+    "num_epochs",
+    "random_seed",
+    "optimizer_name",
+    "optimizer_hyperparams",
+    "status",
+    "evaluations",
+    "steps",
+    "train_seconds",
+)
+"""Top-level keys a schema-1 file must have (``schema_version`` aside)."""
+
+COUNTER_KEYS = ("forward_passes", "backward_passes", "curvature_products", "gradient_equivalents")
+LOSS_KEYS = ("train_loss", "valid_loss", "test_loss")
+ACCURACY_KEYS = ("train_accuracy", "valid_accuracy", "test_accuracy")
+EVAL_KEYS = ("epoch", "step", "train_seconds", *COUNTER_KEYS, *LOSS_KEYS)
+"""Keys every evaluation record must have; accuracies and ``minibatch_loss`` may be absent."""
+
+DEEPOBS_KEYS = (
+    "testproblem",
+    "batch_size",
+    "num_epochs",
+    "random_seed",
+    "optimizer_name",
+    "optimizer_hyperparams",
+    "train_losses",
+    "valid_losses",
+    "test_losses",
+)
+DEEPOBS_ACCURACY_LISTS = ("train_accuracies", "valid_accuracies", "test_accuracies")
+
+REACHED_KEYS = ("step", "epoch", "train_seconds", "gradient_equivalents")
+
+
+class Foreign(ValueError):
+    """A file the report cannot use; ``str(err)`` is the one-line reason."""
+
+
+@dataclass
+class RunRecord:
+    """One run, normalised: what the loader turns into frame rows."""
+
+    kind: str
+    problem: str
+    optimizer: str
+    hyperparameters: dict[str, Any]
+    batch_size: int
+    num_epochs: float
+    weight_decay: float | None
+    seed: int
+    status: str
+    steps: float
+    train_seconds: float
+    evaluations: list[dict[str, float]]
+    target: dict[str, Any] | None = None
+    budget: dict[str, Any] = field(default_factory=dict)
+    data_source: str = "unknown"
+    data_scaled: bool | None = None
+    device_name: str = ""
+    version: str = ""
+
+
+def _number(value: Any, where: str, *, nullable: bool = False) -> float:
+    """A JSON number as float (null -> NaN where allowed); booleans are not numbers."""
+    if value is None and nullable:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Foreign(f"{where} is not a number ({value!r:.40})")
+    return float(value)
+
+
+def _integer(value: Any, where: str) -> int:
+    number = _number(value, where)
+    if not number.is_integer():
+        raise Foreign(f"{where} is not an integer ({value!r:.40})")
+    return int(number)
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise Foreign(f"{where} is not a JSON object")
+    return value
+
+
+def _require(doc: dict[str, Any], keys: tuple[str, ...], where: str = "") -> None:
+    missing = [k for k in keys if k not in doc]
+    if missing:
+        names = ", ".join(f"{where}{k}" for k in missing)
+        raise Foreign(f"missing key{'s' if len(missing) > 1 else ''} {names}")
+
+
+def _hyperparameters(value: Any) -> dict[str, Any]:
+    hps = _mapping(value, "optimizer_hyperparams")
+    for name, hp in hps.items():
+        if isinstance(hp, dict | list):
+            raise Foreign(f"optimizer_hyperparams.{name} is not a scalar")
+    return dict(hps)
+
+
+def _evaluation(record: Any, index: int) -> dict[str, float]:
+    where = f"evaluations[{index}]"
+    record = _mapping(record, where)
+    _require(record, EVAL_KEYS, f"{where}.")
+    row = {k: _number(record[k], f"{where}.{k}") for k in ("epoch", "step", "train_seconds")}
+    for key in COUNTER_KEYS:
+        row[key] = _number(record[key], f"{where}.{key}")
+    for key in (*LOSS_KEYS, *ACCURACY_KEYS, "minibatch_loss"):
+        row[key] = _number(record.get(key), f"{where}.{key}", nullable=True)
+    return row
+
+
+def _target(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    target = _mapping(value, "target")
+    _require(target, ("metric", "split", "value"), "target.")
+    if target["metric"] not in METRICS:
+        raise Foreign(f"target.metric {target['metric']!r} is not one of {METRICS}")
+    if target["split"] not in SPLITS:
+        raise Foreign(f"target.split {target['split']!r} is not one of {SPLITS}")
+    out = {
+        "metric": target["metric"],
+        "split": target["split"],
+        "value": _number(target["value"], "target.value"),
+        "source": str(target.get("source") or ""),
+        "reached": None,
+    }
+    reached = target.get("reached")
+    if reached is not None:
+        reached = _mapping(reached, "target.reached")
+        _require(reached, REACHED_KEYS, "target.reached.")
+        out["reached"] = {k: _number(reached[k], f"target.reached.{k}") for k in REACHED_KEYS}
+    return out
+
+
+def _common(doc: dict[str, Any]) -> dict[str, Any]:
+    """The DeepOBS keys both kinds share, checked."""
+    problem, optimizer = doc["testproblem"], doc["optimizer_name"]
+    if not isinstance(problem, str) or not problem:
+        raise Foreign("testproblem is not a name")
+    if not isinstance(optimizer, str) or not optimizer:
+        raise Foreign("optimizer_name is not a name")
+    weight_decay = doc.get("weight_decay")
+    return {
+        "problem": problem,
+        "optimizer": optimizer,
+        "hyperparameters": _hyperparameters(doc["optimizer_hyperparams"]),
+        "batch_size": _integer(doc["batch_size"], "batch_size"),
+        "num_epochs": _number(doc["num_epochs"], "num_epochs"),
+        "weight_decay": None if weight_decay is None else _number(weight_decay, "weight_decay"),
+        "seed": _integer(doc["random_seed"], "random_seed"),
+    }
+
+
+def parse_ours(doc: dict[str, Any], *, under_diverged: bool = False) -> RunRecord:
+    """A schema-1 document -> record; a file under ``_diverged/`` is diverged whatever it says."""
+    version = doc["schema_version"]
+    if isinstance(version, bool) or version not in SCHEMA_VERSIONS:
+        raise Foreign(f"schema_version {version!r} is not one this report knows {SCHEMA_VERSIONS}")
+    _require(doc, RUN_KEYS)
+    status = doc["status"]
+    if status not in STATUSES:
+        raise Foreign(f"status {status!r} is not one of {STATUSES}")
+    evaluations = doc["evaluations"]
+    if not isinstance(evaluations, list):
+        raise Foreign("evaluations is not a list")
+    if not evaluations:
+        raise Foreign("evaluations is empty")
+    data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+    env = doc.get("environment") if isinstance(doc.get("environment"), dict) else {}
+    budget = doc.get("budget") if isinstance(doc.get("budget"), dict) else {}
+    scaled = data.get("scaled")
+    return RunRecord(
+        kind=KIND_OURS,
+        status="diverged" if under_diverged else status,
+        steps=_number(doc["steps"], "steps"),
+        train_seconds=_number(doc["train_seconds"], "train_seconds"),
+        evaluations=[_evaluation(r, i) for i, r in enumerate(evaluations)],
+        target=_target(doc.get("target")),
+        budget=dict(budget),
+        data_source=str(data.get("source") or "unknown"),
+        data_scaled=scaled if isinstance(scaled, bool) else None,
+        device_name=str(env.get("device_name") or env.get("device") or ""),
+        version=str(env.get("bdhf_bench") or ""),
+        **_common(doc),
+    )
+
+
+def parse_deepobs(doc: dict[str, Any], *, under_diverged: bool = False) -> RunRecord:
+    """A DeepOBS-only document (no ``schema_version``) -> reduced record: epochs and metrics."""
+    _require(doc, DEEPOBS_KEYS)
+    lists = {k: doc[k] for k in ("train_losses", "valid_losses", "test_losses")}
+    lists.update({k: doc[k] for k in DEEPOBS_ACCURACY_LISTS if doc.get(k) is not None})
+    lengths = set()
+    for key, values in lists.items():
+        if not isinstance(values, list):
+            raise Foreign(f"{key} is not a list")
+        lengths.add(len(values))
+    if len(lengths) != 1 or 0 in lengths:
+        raise Foreign("DeepOBS metric lists are empty or of different lengths")
+    n = lengths.pop()
+    evaluations = []
+    for i in range(n):
+        row = dict.fromkeys(("step", "train_seconds", *COUNTER_KEYS, "minibatch_loss"), math.nan)
+        row["epoch"] = float(i)  # DeepOBS's runner evaluates once per epoch, the first at 0
+        for short, key in zip(
+            ("train", "valid", "test"), ("train_losses", "valid_losses", "test_losses")
+        ):
+            row[f"{short}_loss"] = _number(lists[key][i], f"{key}[{i}]", nullable=True)
+        for short in ("train", "valid", "test"):
+            values = lists.get(f"{short}_accuracies")
+            value = None if values is None else values[i]
+            row[f"{short}_accuracy"] = _number(value, f"{short}_accuracies[{i}]", nullable=True)
+        evaluations.append(row)
+    return RunRecord(
+        kind=KIND_DEEPOBS,
+        status="diverged" if under_diverged else "finished",
+        steps=math.nan,
+        train_seconds=math.nan,
+        evaluations=evaluations,
+        **_common(doc),
+    )
+
+
+def parse_document(doc: Any, *, under_diverged: bool = False) -> RunRecord:
+    """Any parsed JSON value -> record, or :class:`Foreign` saying why not."""
+    if not isinstance(doc, dict):
+        raise Foreign("not a JSON object")
+    if "schema_version" in doc:
+        return parse_ours(doc, under_diverged=under_diverged)
+    if all(k in doc for k in DEEPOBS_KEYS):
+        return parse_deepobs(doc, under_diverged=under_diverged)
+    if "testproblem" in doc:
+        missing = ", ".join(k for k in DEEPOBS_KEYS if k not in doc)
+        raise Foreign(f"no schema_version and not a complete DeepOBS file (missing {missing})")
+    raise Foreign("not a result file (no schema_version, no DeepOBS keys)")

@@ -1,0 +1,175 @@
+"""Aggregated frames -> formatted :class:`Table` objects (what the reader sees, not the CSVs)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from .document import Table
+
+DASH = "–"
+INF = "∞"
+
+
+def number(value: Any, digits: int = 4) -> str:
+    """Compact number; a dash for missing, ∞ for infinite."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return DASH
+    if math.isnan(value):
+        return DASH
+    if math.isinf(value):
+        return INF if value > 0 else f"-{INF}"
+    return f"{value:.{digits}g}"
+
+
+def mean_std(mean: Any, std: Any, n: Any) -> str:
+    """'mean ± std (n=k)'; the std is the population std over the n finished seeds."""
+    if not n:
+        return f"{DASH} (n=0)"
+    return f"{number(mean)} ± {number(std, 2)} (n={int(n)})"
+
+
+def to_target(value: Any, reached: Any, total: Any) -> str:
+    """Median with the share of seeds that reached the target; a dash when there is no target."""
+    if not total:
+        return DASH
+    return f"{number(value)} ({int(reached)}/{int(total)})"
+
+
+def _target(row: Any) -> str:
+    value = row.target_value
+    if row.target_metric is None or (isinstance(value, float) and math.isnan(value)):
+        return DASH
+    relation = "≥" if row.target_metric == "accuracy" else "≤"
+    return f"{row.target_split} {row.target_metric} {relation} {number(value)}"
+
+
+def leaderboard(summary: pd.DataFrame) -> Table:
+    """The main table: one row per problem and optimizer (the validation-selected setting)."""
+    headers = [
+        "problem",
+        "optimizer",
+        "final test metric",
+        "best valid (mean)",
+        "runs: finished / diverged",
+        "target",
+        "steps→target",
+        "epochs→target",
+        "seconds→target",
+        "grad-eq→target",
+        "s / epoch",
+        "s / step ÷ Adam",
+        "data",
+        "settings",
+    ]
+    rows = []
+    for r in summary.itertuples(index=False):
+        rows.append(
+            [
+                r.problem,
+                r.optimizer,
+                f"{r.metric_kind}: {mean_std(r.final_mean, r.final_std, r.final_n)}",
+                number(r.best_valid_mean),
+                f"{r.n_finished} / {r.n_diverged}",
+                _target(r),
+                *(
+                    to_target(getattr(r, f"{name}_to_target"), r.n_reached, r.n_with_target)
+                    for name in ("steps", "epochs", "seconds", "gradient_equivalents")
+                ),
+                number(r.seconds_per_epoch),
+                number(r.overhead_vs_adam, 3),
+                r.data_source,
+                str(r.n_settings),
+            ]
+        )
+    caption = (
+        "final test metric: mean ± population std over finished seeds; →target: median over "
+        "all seeds, a miss counts as ∞ (reached/seeds in brackets)"
+    )
+    return Table(headers, rows, caption)
+
+
+def selected_settings(summary: pd.DataFrame) -> Table:
+    """Which setting each row of the leaderboard is, and its validation score."""
+    rows = [
+        [r.problem, r.optimizer, r.setting, number(r.selection_score), r.seeds, str(r.n_settings)]
+        for r in summary.itertuples(index=False)
+    ]
+    headers = ["problem", "optimizer", "selected setting", "mean final valid", "seeds", "of"]
+    return Table(headers, rows, "selected on the final validation metric (never test)")
+
+
+def curvature(table: pd.DataFrame) -> Table:
+    """BDHF vs HF per curvature batch size."""
+    headers = [
+        "problem",
+        "optimizer",
+        "fraction",
+        "curvature batch",
+        "final test",
+        "grad-eq→target",
+        "steps→target",
+        "diverged",
+    ]
+    rows = [
+        [
+            r.problem,
+            r.optimizer,
+            number(r.curvature_fraction),
+            number(r.curvature_batch_size),
+            mean_std(r.final_mean, r.final_std, r.final_n),
+            to_target(r.gradient_equivalents_to_target, r.n_reached, r.n_with_target),
+            to_target(r.steps_to_target, r.n_reached, r.n_with_target),
+            str(r.n_diverged),
+        ]
+        for r in table.itertuples(index=False)
+    ]
+    return Table(headers, rows, "the validation-selected setting at each curvature fraction")
+
+
+def baselines(frame: pd.DataFrame, label: str) -> Table:
+    """The DeepOBS rows for the problems we ran, under their label."""
+    headers = [
+        "problem",
+        "optimizer (TF)",
+        "lr",
+        "final test (mean ± pop. std, n)",
+        "speed (epochs)",
+        "conv_perf",
+        "epochs",
+        "batch",
+    ]
+    rows = [
+        [
+            r.testproblem,
+            f"{r.optimizer} ({r.ours})",
+            number(r.lr),
+            f"{r.metric_kind}: {mean_std(r.final_mean, r.final_std_pop, r.n_seeds)}",
+            number(r.speed_epochs),
+            number(r.conv_perf),
+            number(r.num_epochs),
+            number(r.batch_size),
+        ]
+        for r in frame.itertuples(index=False)
+    ]
+    return Table(headers, rows, label)
+
+
+def scores(ratios: pd.DataFrame, score: pd.Series, time_name: str) -> Table:
+    """Per optimizer: the profile score and its ratio on each problem."""
+    problems = list(ratios.index)
+    headers = ["optimizer", "score", *problems]
+    rows = [
+        [str(opt), number(score[opt], 3), *(number(ratios.at[p, opt], 3) for p in problems)]
+        for opt in ratios.columns
+    ]
+    return Table(headers, rows, f"{time_name}: ratio to the best optimizer per problem (∞ = miss)")
+
+
+def skipped(files: list[Any], reduced: bool = False) -> Table:
+    """Files not used (or, with ``reduced``, read in reduced form) and why."""
+    return Table(["file", "note" if reduced else "reason"], [[f.path, f.reason] for f in files])

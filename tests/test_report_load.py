@@ -1,0 +1,141 @@
+"""Loading: tidy frames, diverged runs, and every kind of unusable file skipped with a reason."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from test_report_helpers import make_run, write_doc, write_run
+
+from bdhf_bench.report import load_results
+from bdhf_bench.report.load import EVAL_COLUMNS
+
+
+def _messy(root: Path) -> dict[str, Path]:
+    """One good run, one diverged run, and one file of each unusable kind."""
+    files = {"good": write_run(root, seed=1, reached_seconds=2.0)}
+    files["diverged"] = write_run(root, seed=2, diverged_after=1)
+    doc = make_run(seed=3)
+    doc["status"] = "finished"  # the folder wins: a file under _diverged/ is diverged
+    files["diverged_by_folder"] = write_doc(root / "_diverged", doc)
+    base = root / "mnist_mlp" / "adam" / "odd"
+    base.mkdir(parents=True)
+    cases = {
+        "not_json": ("{not json", "not valid JSON"),
+        "list": ("[1, 2, 3]", "not a JSON object"),
+        "no_status": (lambda d: d.pop("status"), "missing key status"),
+        "no_eval_key": (
+            lambda d: d["evaluations"][1].pop("gradient_equivalents"),
+            "missing key evaluations[1].gradient_equivalents",
+        ),
+        "schema2": (lambda d: d.update(schema_version=2), "schema_version 2"),
+        "bad_type": (lambda d: d["evaluations"][0].update(step="three"), "evaluations[0].step"),
+        "bad_status": (lambda d: d.update(status="running"), "status 'running'"),
+        "empty_evals": (lambda d: d.update(evaluations=[]), "evaluations is empty"),
+        "bad_target": (lambda d: d["target"].update(metric="bleu"), "target.metric"),
+        "foreign": ('{"hello": "world"}', "not a result file"),
+        "partial_deepobs": ('{"testproblem": "mnist_mlp"}', "not a complete DeepOBS file"),
+    }
+    for name, (change, _) in cases.items():
+        path = base / f"{name}.json"
+        if isinstance(change, str):
+            path.write_text(change)
+        else:
+            doc = make_run(seed=10)
+            change(doc)
+            path.write_text(json.dumps(doc))
+        files[name] = path
+    (base / "notes.txt").write_text("hello")
+    files["notes"] = base / "notes.txt"
+    deepobs = {k: v for k, v in make_run(seed=11).items() if k in _deepobs_keys()}
+    files["deepobs"] = base / "random_seed__11__deepobs.json"
+    files["deepobs"].write_text(json.dumps(deepobs))
+    runs = root / "_runs"
+    runs.mkdir()
+    (runs / "abc.json").write_text("{broken")
+    (runs / "abc.lock").write_text("")
+    return {"files": files, "reasons": {k: why for k, (_, why) in cases.items()}}
+
+
+def _deepobs_keys() -> set[str]:
+    return {
+        "testproblem", "batch_size", "num_epochs", "random_seed", "weight_decay",
+        "optimizer_name", "optimizer_hyperparams", "training_params", "train_losses",
+        "valid_losses", "test_losses", "train_accuracies", "valid_accuracies",
+        "test_accuracies", "minibatch_train_losses",
+    }  # fmt: skip
+
+
+@pytest.fixture
+def messy(tmp_path: Path) -> tuple[Path, dict]:
+    root = tmp_path / "results"
+    return root, _messy(root)
+
+
+def test_unusable_files_are_skipped_with_their_reason(messy) -> None:
+    root, info = messy
+    loaded = load_results([root])
+    reasons = {Path(s.path).stem: s.reason for s in loaded.skipped}
+    for name, why in info["reasons"].items():
+        assert why in reasons[name], (name, reasons[name])
+    assert reasons["notes"] == "not a .json file"
+    assert not any("_runs" in s.path for s in loaded.skipped)  # bookkeeping is not read
+    assert len(loaded.skipped) == len(info["reasons"]) + 1
+
+
+def test_good_diverged_and_deepobs_only_runs_are_loaded(messy) -> None:
+    root, info = messy
+    loaded = load_results([root])
+    runs = loaded.runs.set_index("seed")
+    assert sorted(runs.index) == [1, 2, 3, 11]
+    assert runs.loc[1, "status"] == "finished"
+    assert runs.loc[2, "status"] == "diverged"
+    assert runs.loc[3, "status"] == "diverged"
+    assert runs.loc[11, "kind"] == "deepobs"
+    assert [Path(r.path).name for r in loaded.reduced] == [info["files"]["deepobs"].name]
+    assert math.isnan(runs.loc[11, "seconds_to_target"])  # no target: not a miss
+    assert runs.loc[1, "seconds_to_target"] == 2.0
+    assert runs.loc[2, "seconds_to_target"] == math.inf
+    assert runs.loc[1, "run_id"] == "results/" + info["files"]["good"].relative_to(root).as_posix()
+
+
+def test_evaluations_frame_is_tidy(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    write_run(root, seed=1, hps={"lr": 0.01, "beta1": 0.9}, reached_seconds=1.0)
+    write_run(root, seed=2, hps={"lr": 0.01, "beta1": 0.9}, diverged_after=1)
+    loaded = load_results([root])
+    evals = loaded.evaluations
+    assert len(evals) == 3 + 2
+    for column in ("run_id", "problem", "optimizer", "setting", "seed", "status", "evaluation"):
+        assert column in evals.columns
+    assert set(EVAL_COLUMNS) <= set(evals.columns)
+    assert {"hp_lr", "hp_beta1"} <= set(evals.columns)
+    assert set(evals["setting"]) == {"beta1=0.9, lr=0.01 | batch_size=128, num_epochs=2"}
+    first = evals[(evals["seed"] == 1)].sort_values("evaluation")
+    assert list(first["step"]) == [0.0, 8.0, 16.0]
+    assert list(first["train_seconds"]) == [0.0, 4.0, 8.0]
+    assert list(first["gradient_equivalents"]) == [0.0, 8.0, 16.0]
+    runs = loaded.runs.set_index("seed")
+    assert runs.loc[1, "final_test_accuracy"] == 0.9
+    assert runs.loc[2, "n_evaluations"] == 2
+    assert runs.loc[1, "data_source"] == "synthetic"
+    assert json.loads(runs.loc[1, "hyperparameters"]) == {"beta1": 0.9, "lr": 0.01}
+
+
+def test_a_folder_given_twice_is_read_once(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    write_run(root, seed=1)
+    loaded = load_results([root, root / "mnist_mlp"])
+    assert len(loaded.runs) == 1
+
+
+def test_a_missing_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_results([tmp_path / "nope"])
+
+
+def test_an_empty_folder_gives_empty_frames(tmp_path: Path) -> None:
+    loaded = load_results([tmp_path])
+    assert loaded.runs.empty and loaded.evaluations.empty and loaded.skipped == []

@@ -195,3 +195,37 @@ def test_report_package_imports_no_runner_optimizer_or_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_messy_folder_gives_a_report_and_the_skipped_list(tmp_path: Path) -> None:
+    from test_report_load import _messy
+
+    root = tmp_path / "results"
+    info = _messy(root)
+    summary = build_report([root], tmp_path / "out")
+    assert len(summary.skipped) == len(info["reasons"]) + 1
+    assert len(summary.reduced) == 1
+    assert summary.notes == []
+    text = summary.leaderboard.read_text()
+    assert "missing key status" in text and "schema_version 2" in text
+    assert "| mnist_mlp | adam |" in text
+
+
+def test_a_second_report_removes_its_stale_figures_and_notes_mixed_targets(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    write_doc(root, make_run(problem="old_problem", seed=1, reached_seconds=1.0))
+    first = build_report([root], tmp_path / "out")
+    assert (first.out_dir / "figures" / "curves_old_problem.png").is_file()
+    (first.out_dir / "figures" / "mine.png").write_bytes(b"not ours")
+    for path in (root / "old_problem").rglob("*.json"):
+        path.unlink()
+    write_doc(root, make_run(seed=1, reached_seconds=1.0))
+    write_doc(root, make_run(seed=2, target=("accuracy", "test", 0.5)))
+    second = build_report([root], tmp_path / "out")
+    assert not (second.out_dir / "figures" / "curves_old_problem.png").exists()
+    assert (second.out_dir / "figures" / "mine.png").exists()  # not a name we give
+    assert [p.name for p in second.removed] == [
+        "curves_old_problem.png",
+        "time_to_target_old_problem.png",
+    ]
+    assert any("2 different targets" in note for note in second.notes)

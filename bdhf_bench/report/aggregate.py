@@ -86,7 +86,7 @@ def _setting_row(group: pd.DataFrame) -> dict[str, object]:
         "target_value": _first(group["target_value"]),
         "target_source": _first(group["target_source"]),
         "n_with_target": int(has_target.sum()),
-        "n_reached": int((group["reached"] == True).sum()),  # noqa: E712 (NA-safe)
+        "n_reached": int(np.isfinite(group["steps_to_target"].astype(float)).sum()),
         "seconds_per_epoch": median_with_misses(group["seconds_per_epoch"].astype(float)),
         "seconds_per_step": median_with_misses(group["seconds_per_step"].astype(float)),
         "data_source": ",".join(sorted(set(group["data_source"].astype(str)))),

@@ -63,6 +63,10 @@ def report_command(
     click.echo(f"  wrote {len(summary.written)} files:")
     for path in summary.written:
         click.echo(f"    {path}")
+    if summary.removed:
+        click.echo(f"  removed {len(summary.removed)} files of an earlier report:")
+        for path in summary.removed:
+            click.echo(f"    {path}")
     click.echo(f"skipped {len(summary.skipped)} files:")
     for item in summary.skipped:
         click.echo(f"  {item.path}: {item.reason}")

@@ -20,6 +20,7 @@ th { background: #f0f0f0; }
 caption { caption-side: top; font-style: italic; text-align: left; padding-bottom: 0.3em; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; margin: 0.5em 0; }
 p { line-height: 1.4; }
+.scroll { overflow-x: auto; }
 """
 
 
@@ -29,7 +30,8 @@ def table(t: Table) -> str:
     body = "".join(
         "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in t.rows
     )
-    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    table = f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll">{table}</div>'
 
 
 def image(i: Image) -> str:

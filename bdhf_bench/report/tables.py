@@ -103,6 +103,35 @@ def selected_settings(summary: pd.DataFrame) -> Table:
     return Table(headers, rows, "selected on the final validation metric (never test)")
 
 
+def settings(table: pd.DataFrame) -> Table:
+    """Every setting of every problem and optimizer, in rank order (rank 1 is the one shown)."""
+    headers = [
+        "problem",
+        "optimizer",
+        "rank",
+        "setting",
+        "mean final valid",
+        "final test",
+        "finished / diverged",
+        "seconds→target",
+    ]
+    rows = [
+        [
+            r.problem,
+            r.optimizer,
+            str(r.rank),
+            r.setting,
+            number(r.selection_score),
+            mean_std(r.final_mean, r.final_std, r.final_n),
+            f"{r.n_finished} / {r.n_diverged}",
+            to_target(r.seconds_to_target, r.n_reached, r.n_with_target),
+        ]
+        for r in table.itertuples(index=False)
+    ]
+    caption = "a diverged seed scores the worst validation value, so its setting ranks last"
+    return Table(headers, rows, caption)
+
+
 def curvature(table: pd.DataFrame) -> Table:
     """BDHF vs HF per curvature batch size."""
     headers = [

@@ -139,3 +139,25 @@ def test_a_missing_folder_is_an_error(tmp_path: Path) -> None:
 def test_an_empty_folder_gives_empty_frames(tmp_path: Path) -> None:
     loaded = load_results([tmp_path])
     assert loaded.runs.empty and loaded.evaluations.empty and loaded.skipped == []
+
+
+def test_a_seed_written_twice_counts_once_the_newer_file(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    old = write_doc(root, make_run(seed=1, final_test=0.5), name="random_seed__1__2026-01-01.json")
+    new = write_doc(root, make_run(seed=1, final_test=0.7), name="random_seed__1__2026-02-01.json")
+    loaded = load_results([root])
+    assert len(loaded.runs) == 1
+    assert loaded.runs["final_test_accuracy"].tolist() == [0.7]
+    assert [(s.path, "newer" in s.reason) for s in loaded.skipped] == [(str(old), True)]
+    assert str(new) in loaded.skipped[0].reason
+
+
+def test_list_valued_hyperparameters_are_kept_as_json(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    write_doc(root, make_run(hps={"betas": [0.9, 0.999], "lr": 0.001}))
+    loaded = load_results([root])
+    assert loaded.skipped == []
+    assert loaded.runs["hp_betas"].tolist() == ["[0.9, 0.999]"]
+    assert loaded.runs["setting"].tolist() == [
+        "betas=[0.9, 0.999], lr=0.001 | batch_size=128, num_epochs=2"
+    ]

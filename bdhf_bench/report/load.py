@@ -79,9 +79,12 @@ class LoadedResults:
 
 
 def format_value(value: Any) -> str:
-    """A hyperparameter value as a short, stable string (integral floats lose their '.0')."""
+    """A hyperparameter value as a short, stable string (integral floats lose their '.0';
+    lists and objects are written as sorted JSON)."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return str(int(value))
+    if isinstance(value, list | dict):
+        return json.dumps(value, sort_keys=True)
     return str(value)
 
 
@@ -97,9 +100,15 @@ def setting_key(record: RunRecord) -> str:
     return " | ".join(part for part in (hps, ", ".join(run)) if part)
 
 
-def iter_result_files(root: Path) -> Iterator[Path]:
-    """Every file below ``root`` in a stable order, ``_runs/`` folders left out."""
-    for dirpath, dirnames, filenames in os.walk(root):
+def iter_result_files(root: Path, skipped: list[SkippedFile] | None = None) -> Iterator[Path]:
+    """Every file below ``root`` in a stable order, ``_runs/`` folders left out; folders that
+    cannot be listed go to ``skipped`` when given."""
+
+    def unreadable(err: OSError) -> None:
+        if skipped is not None:
+            skipped.append(SkippedFile(str(err.filename), f"unreadable folder: {err.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames[:] = sorted(d for d in dirnames if d != BOOKKEEPING_DIR)
         for name in sorted(filenames):
             yield Path(dirpath) / name
@@ -212,7 +221,9 @@ def _base(record: RunRecord, path: Path, root: Path, rel: str) -> dict[str, Any]
         "status": record.status,
     }
     for name, value in record.hyperparameters.items():
-        base[f"{HP_PREFIX}{name}"] = value
+        base[f"{HP_PREFIX}{name}"] = (
+            format_value(value) if isinstance(value, list | dict) else value
+        )
     return base
 
 
@@ -237,40 +248,66 @@ def _roots(results_dirs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return roots
 
 
+def _walk(roots: list[Path], skipped: list[SkippedFile]) -> Iterator[tuple[Path, Path]]:
+    """(root, file) pairs, each file once even when folders overlap; unreadable folders skipped."""
+    seen: set[Path] = set()
+    for root in roots:
+        for path in iter_result_files(root, skipped):
+            resolved = path.resolve()
+            if resolved not in seen:  # a folder given twice, or inside another one given
+                seen.add(resolved)
+                yield root, path
+
+
+def _newest_per_seed(
+    found: list[tuple[RunRecord, dict[str, Any]]], skipped: list[SkippedFile]
+) -> list[tuple[RunRecord, dict[str, Any]]]:
+    """One file per (problem, optimizer, setting, seed): the one whose name sorts last (the
+    runner's names end in a timestamp); the others are listed as skipped, never double-counted."""
+    groups: dict[tuple, list[tuple[RunRecord, dict[str, Any]]]] = {}
+    for record, base in found:
+        key = (base["problem"], base["optimizer"], base["setting"], base["seed"])
+        groups.setdefault(key, []).append((record, base))
+    kept = []
+    for members in groups.values():
+        members.sort(key=lambda item: (Path(item[1]["path"]).name, item[1]["path"]))
+        newest = members[-1]
+        for _, base in members[:-1]:
+            reason = f"same problem, optimizer, setting and seed as {newest[1]['path']} (newer)"
+            skipped.append(SkippedFile(base["path"], reason))
+        kept.append(newest)
+    return kept
+
+
 def load_results(results_dirs: Sequence[str | os.PathLike[str]]) -> LoadedResults:
     """Every run under ``results_dirs`` as frames; unusable files listed in ``skipped``.
 
     Raises FileNotFoundError only for a results folder that does not exist.
     """
-    run_rows: list[dict[str, Any]] = []
-    eval_rows: list[dict[str, Any]] = []
     skipped: list[SkippedFile] = []
     reduced: list[SkippedFile] = []
-    seen: set[Path] = set()
-    for root in _roots(results_dirs):
-        for path in iter_result_files(root):
-            resolved = path.resolve()
-            if resolved in seen:
-                continue  # a folder given twice, or inside another one given
-            seen.add(resolved)
-            rel = path.relative_to(root).as_posix()
-            under_diverged = path.relative_to(root).parts[0] == DIVERGED_DIR
-            try:
-                record = _read(path, under_diverged)
-            except Foreign as err:
-                skipped.append(SkippedFile(str(path), str(err)))
-                continue
-            if record.kind == KIND_DEEPOBS:
-                reduced.append(
-                    SkippedFile(str(path), "DeepOBS-only file: curves only (no timing or target)")
-                )
-            base = _base(record, path, root, rel)
-            run_rows.append(run_row(record, base))
-            for index, evaluation in enumerate(record.evaluations):
-                eval_rows.append({**base, "evaluation": index, **evaluation})
-    if not run_rows:
+    found: list[tuple[RunRecord, dict[str, Any]]] = []
+    for root, path in _walk(_roots(results_dirs), skipped):
+        under_diverged = DIVERGED_DIR in Path(os.path.abspath(path)).parts
+        try:
+            record = _read(path, under_diverged)
+        except Foreign as err:
+            skipped.append(SkippedFile(str(path), str(err)))
+            continue
+        if record.kind == KIND_DEEPOBS:
+            note = "DeepOBS-only file: curves only (no timing or target)"
+            reduced.append(SkippedFile(str(path), note))
+        found.append((record, _base(record, path, root, path.relative_to(root).as_posix())))
+    found = _newest_per_seed(found, skipped)
+    if not found:
         runs, evaluations = _empty_frames()
         return LoadedResults(runs, evaluations, skipped, reduced)
+    run_rows = [run_row(record, base) for record, base in found]
+    eval_rows = [
+        {**base, "evaluation": index, **evaluation}
+        for record, base in found
+        for index, evaluation in enumerate(record.evaluations)
+    ]
     runs = _frame(run_rows, ID_COLUMNS)
     evaluations = _frame(eval_rows, [*ID_COLUMNS, "evaluation", *EVAL_COLUMNS])
     for frame in (runs, evaluations):

@@ -117,11 +117,7 @@ def _require(doc: dict[str, Any], keys: tuple[str, ...], where: str = "") -> Non
 
 
 def _hyperparameters(value: Any) -> dict[str, Any]:
-    hps = _mapping(value, "optimizer_hyperparams")
-    for name, hp in hps.items():
-        if isinstance(hp, dict | list):
-            raise Foreign(f"optimizer_hyperparams.{name} is not a scalar")
-    return dict(hps)
+    return dict(_mapping(value, "optimizer_hyperparams"))
 
 
 def _evaluation(record: Any, index: int) -> dict[str, float]:

@@ -161,3 +161,11 @@ def test_list_valued_hyperparameters_are_kept_as_json(tmp_path: Path) -> None:
     assert loaded.runs["setting"].tolist() == [
         "betas=[0.9, 0.999], lr=0.001 | batch_size=128, num_epochs=2"
     ]
+
+
+def test_a_train_eval_target_is_read(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    write_doc(root, make_run(target=("accuracy", "train_eval", 0.5), reached_seconds=2.0))
+    loaded = load_results([root])
+    assert loaded.skipped == []
+    assert loaded.runs["target_split"].tolist() == ["train_eval"]

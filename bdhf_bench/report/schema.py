@@ -21,7 +21,8 @@ KIND_DEEPOBS = "deepobs"
 
 STATUSES = ("finished", "diverged")
 METRICS = ("accuracy", "loss")
-SPLITS = ("train", "valid", "test")
+SPLITS = ("train", "train_eval", "valid", "test")
+"""Target splits: the problems' names (train_eval, valid, test), and plain "train"."""
 
 RUN_KEYS = (
     "testproblem",

@@ -40,7 +40,8 @@ def report(tmp_path_factory: pytest.TempPathFactory):
 def _is_not_blank(data: bytes) -> None:
     pixels = mpimg.imread(io.BytesIO(data), format="png")
     assert pixels.shape[0] >= 200 and pixels.shape[1] >= 300
-    colours = np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)
+    rgb = (pixels[..., :3] * 255).astype(np.uint32)
+    colours = np.unique((rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2])
     assert len(colours) > 10
 
 
@@ -172,7 +173,7 @@ def test_cli_prints_what_it_wrote_and_skipped(tmp_path: Path) -> None:
     assert "junk.json: not valid JSON" in result.output
 
 
-@pytest.mark.parametrize("setup", ["missing", "empty", "baselines"])
+@pytest.mark.parametrize("setup", ["missing", "empty", "baselines", "out_is_file"])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, setup: str) -> None:
     args = [str(tmp_path / "missing")]
     if setup == "empty":
@@ -180,7 +181,12 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, setup: str) -> None
     if setup == "baselines":
         write_doc(tmp_path / "r", make_run())
         args = [str(tmp_path / "r"), "--baselines", str(tmp_path / "none.csv")]
-    result = CliRunner().invoke(report_command, [*args, "--out", str(tmp_path / "out")])
+    out = tmp_path / "out"
+    if setup == "out_is_file":
+        write_doc(tmp_path / "r", make_run())
+        args = [str(tmp_path / "r")]
+        out.write_text("a file")
+    result = CliRunner().invoke(report_command, [*args, "--out", str(out)])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output

@@ -23,14 +23,12 @@ def _fail(message: str) -> None:
     "out_dir",
     default="reports",
     show_default=True,
-    type=click.Path(file_okay=False),
     help="Folder for leaderboard.md, index.html, tables/ and figures/.",
 )
 @click.option(
     "--baselines",
     "baselines",
     default=None,
-    type=click.Path(dir_okay=False),
     help="DeepOBS baselines CSV [default: baselines/deepobs_baselines_v1.1.csv when present].",
 )
 @click.option("--no-baselines", is_flag=True, help="Do not show DeepOBS's published baselines.")
@@ -43,6 +41,8 @@ def report_command(
     for folder in results_dirs:
         if not Path(folder).is_dir():
             _fail(f"results folder {folder!r} does not exist")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        _fail(f"--out {out_dir!r} is a file, not a folder")
     if no_baselines:
         baselines = None
     elif baselines is None:
@@ -52,6 +52,9 @@ def report_command(
         summary = build_report(results_dirs, out_dir, baselines=baselines)
     except ReportInputError as err:
         _fail(str(err))
+        return
+    except OSError as err:  # an unwritable output folder
+        _fail(f"cannot write the report to {out_dir!r}: {err.strerror or err}")
         return
     click.echo(
         f"report: {summary.n_runs} runs, {len(summary.problems)} problems, "

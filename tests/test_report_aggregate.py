@@ -188,3 +188,15 @@ def test_profile_edge_cases() -> None:
     assert profile.loc["a"].tolist() == [2 / 3, 2 / 3]
     assert profile.loc["b"].tolist() == [0.0, 1 / 3]
     assert profile_scores(ratios)["b"] == ((4 - 3.5) / 3) / 3
+
+
+def test_varied_labels_name_only_what_differs(frames) -> None:
+    settings = frames["settings"]
+    adam = settings[(settings["problem"] == P1) & (settings["optimizer"] == "adam")]
+    assert list(adam.sort_values("rank")["varied"]) == ["lr=0.001", "lr=0.01", "lr=0.1"]
+    bdhf = settings[(settings["problem"] == P1) & (settings["optimizer"] == "bdhf")]
+    assert list(bdhf.sort_values("rank")["varied"]) == [
+        "curvature_fraction=0.125",
+        "curvature_fraction=0.25",
+    ]
+    assert list(settings[settings["problem"] == P2]["varied"]) == ["–", "–", "–"]

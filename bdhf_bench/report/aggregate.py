@@ -17,11 +17,14 @@ Rules (docs/report.md says why):
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+
+from .load import format_value
 
 TO_TARGET = ("steps", "epochs", "seconds", "gradient_equivalents")
 """The ``<name>_to_target`` columns of the runs frame."""
@@ -68,6 +71,8 @@ def _setting_row(group: pd.DataFrame) -> dict[str, object]:
     row: dict[str, object] = {
         "metric_kind": group["metric_kind"].iloc[0],
         "batch_size": group["batch_size"].iloc[0],
+        "num_epochs": group["num_epochs"].iloc[0],
+        "hyperparameters": group["hyperparameters"].iloc[0],
         "curvature_fraction": group["curvature_fraction"].iloc[0],
         "curvature_batch_size": group["curvature_batch_size"].iloc[0],
         "n_runs": len(group),
@@ -108,7 +113,32 @@ def setting_table(runs: pd.DataFrame) -> pd.DataFrame:
             {"problem": problem, "optimizer": optimizer, "setting": setting, **_setting_row(group)}
         )
     table = pd.DataFrame.from_records(rows)
+    table["varied"] = varied_labels(table)
     return rank_settings(table, ["problem", "optimizer"])
+
+
+def varied_labels(table: pd.DataFrame) -> pd.Series:
+    """Per setting, only what differs from the other settings of its problem and optimizer
+    (e.g. ``lr=0.01``): the full key is long; "–" when the optimizer ran one setting."""
+    values = [
+        {
+            **json.loads(row.hyperparameters),
+            "batch_size": row.batch_size,
+            "num_epochs": row.num_epochs,
+        }
+        for row in table.itertuples(index=False)
+    ]
+    labels = pd.Series("–", index=table.index, dtype=object)
+    for _, group in table.groupby(["problem", "optimizer"], sort=False):
+        members = [values[table.index.get_loc(i)] for i in group.index]
+        names = sorted({k for m in members for k in m})
+        varied = [
+            k for k in names if len({json.dumps(m.get(k), sort_keys=True) for m in members}) > 1
+        ]
+        for i, member in zip(group.index, members):
+            if varied:
+                labels[i] = ", ".join(f"{k}={format_value(member.get(k))}" for k in varied)
+    return labels
 
 
 def rank_settings(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:

@@ -109,7 +109,7 @@ def settings(table: pd.DataFrame) -> Table:
         "problem",
         "optimizer",
         "rank",
-        "setting",
+        "what varies",
         "mean final valid",
         "final test",
         "finished / diverged",
@@ -120,7 +120,7 @@ def settings(table: pd.DataFrame) -> Table:
             r.problem,
             r.optimizer,
             str(r.rank),
-            r.setting,
+            r.varied,
             number(r.selection_score),
             mean_std(r.final_mean, r.final_std, r.final_n),
             f"{r.n_finished} / {r.n_diverged}",
@@ -128,7 +128,10 @@ def settings(table: pd.DataFrame) -> Table:
         ]
         for r in table.itertuples(index=False)
     ]
-    caption = "a diverged seed scores the worst validation value, so its setting ranks last"
+    caption = (
+        "what varies between the settings of each optimizer (full keys in tables/settings.csv); "
+        "a diverged seed scores the worst validation value, so its setting ranks last"
+    )
     return Table(headers, rows, caption)
 
 

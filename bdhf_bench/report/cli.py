@@ -22,6 +22,7 @@ def _fail(message: str) -> None:
     "--out",
     "out_dir",
     default="reports",
+    metavar="DIR",
     show_default=True,
     help="Folder for leaderboard.md, index.html, tables/ and figures/.",
 )
@@ -29,6 +30,7 @@ def _fail(message: str) -> None:
     "--baselines",
     "baselines",
     default=None,
+    metavar="PATH",
     help="DeepOBS baselines CSV [default: baselines/deepobs_baselines_v1.1.csv when present].",
 )
 @click.option("--no-baselines", is_flag=True, help="Do not show DeepOBS's published baselines.")

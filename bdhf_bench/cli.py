@@ -1,17 +1,424 @@
-"""The ``bdhf-bench`` command line: thin Click commands over the library modules."""
+"""The ``bdhf-bench`` command line: thin Click commands over the library modules.
+
+Every input is checked before any work starts; bad input exits with code 2 and one line saying
+what was wrong and what is valid.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 import click
+import torch
 
 from . import __version__
 from .benchmarks import commands as benchmark_commands
+
+
+class BadInput(click.ClickException):
+    """Bad input: one line on stderr, exit code 2 (Click's usage-error code)."""
+
+    exit_code = 2
+
+
+def _problem(name: str):
+    from .problems import get_problem
+
+    try:
+        return get_problem(name)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _optimizer(name: str):
+    from .optim import get_optimizer
+
+    try:
+        return get_optimizer(name)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _hyperparameters(entry, pairs: Sequence[str]) -> dict[str, Any]:
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise BadInput(f"--hp takes name=value, got {pair!r}")
+        overrides[name.strip()] = value.strip()
+    try:
+        entry.resolve(overrides)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    return overrides
+
+
+def _device(name: str | None) -> torch.device:
+    from .runner import default_device
+
+    if name is None:
+        return default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BadInput(f"unknown device {name!r}; valid: cpu, cuda, cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise BadInput(f"unsupported device {name!r}; valid: cpu, cuda, cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInput(f"device {name!r} asked for, but this machine has no CUDA GPU")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise BadInput(
+                f"device {name!r} does not exist; "
+                f"this machine has {torch.cuda.device_count()} GPU(s)"
+            )
+    return device
+
+
+def _store(path: Path):
+    from .runner import OutputFolderError, ResultStore
+
+    try:
+        return ResultStore(path)
+    except OutputFolderError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _budget(problem, epochs: int | None, steps: int | None, seconds: float | None):
+    from .runner import Budget
+
+    if epochs is None and steps is None and seconds is None:
+        epochs = problem.num_epochs
+    return Budget(epochs=epochs, steps=steps, seconds=seconds)
+
+
+def _data_error(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+def _run_options(func):
+    """Options shared by ``run`` and ``tune``."""
+    decorators = [
+        click.option("--problem", "-p", required=True, help="Problem name (see `list problems`)."),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Default: the problem's."),
+        click.option("--epochs", type=click.IntRange(min=1), help="Budget in epochs."),
+        click.option("--steps", type=click.IntRange(min=1), help="Budget in optimizer steps."),
+        click.option(
+            "--time-budget",
+            type=click.FloatRange(min=0, min_open=True),
+            help="Budget in seconds of training time (evaluations excluded).",
+        ),
+        click.option(
+            "--eval-every",
+            type=click.IntRange(min=1),
+            help="Evaluate every N steps (default: at epoch boundaries).",
+        ),
+        click.option(
+            "--weight-decay",
+            type=click.FloatRange(min=0),
+            help="L2 factor (default: the problem's, as DeepOBS).",
+        ),
+        click.option("--device", help="cpu, cuda or cuda:N (default: the GPU when there is one)."),
+        click.option(
+            "--data",
+            type=click.Choice(["real", "synthetic"]),
+            default="real",
+            show_default=True,
+            help="Real data sets, or data generated from the seed with the real shapes.",
+        ),
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Folder with the data sets in DeepOBS's layout (default: ./data_deepobs).",
+        ),
+        click.option(
+            "--output-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=Path("results"),
+            show_default=True,
+        ),
+        click.option("--quiet", "-q", is_flag=True, help="No progress lines."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bdhf-bench")
 def main() -> None:
     """Benchmark block-diagonal Hessian-free optimization against HF and Adam, DeepOBS-style."""
+
+
+@main.command("list")
+@click.argument("what", type=click.Choice(["problems", "optimizers"]))
+def list_command(what: str) -> None:
+    """List the registered problems or optimizers, one line each."""
+    if what == "problems":
+        from .problems import get_problem, problem_names
+
+        for name in problem_names():
+            click.echo(f"{name:<20} {get_problem(name).description}")
+    else:
+        from .optim import get_optimizer, optimizer_names
+
+        for name in optimizer_names():
+            click.echo(f"{name:<20} {get_optimizer(name).description}")
+
+
+def _outcome_line(out) -> str:
+    from .runner import RunOutcome
+
+    assert isinstance(out, RunOutcome)
+    if out.status == "failed":
+        return f"failed: {out.spec.label()}: {out.error}"
+    result = out.load() or {}
+    summary = ""
+    if result.get("test_accuracies"):
+        summary = f" test accuracy {result['test_accuracies'][-1]:.4f}"
+    elif result.get("test_losses"):
+        summary = f" test loss {result['test_losses'][-1]:.4g}"
+    return f"{out.status}: {out.spec.label()} ->{summary} {out.path}"
+
+
+@main.command()
+@_run_options
+@click.option("--optimizer", "-o", default="bdhf", show_default=True, help="Optimizer name.")
+@click.option(
+    "--seed", "seeds", type=int, multiple=True, help="Random seed (repeatable; default 42)."
+)
+@click.option(
+    "--hp", "hps", multiple=True, metavar="NAME=VALUE", help="Hyperparameter (repeatable)."
+)
+def run(
+    problem: str,
+    optimizer: str,
+    seeds: tuple[int, ...],
+    hps: tuple[str, ...],
+    batch_size: int | None,
+    epochs: int | None,
+    steps: int | None,
+    time_budget: float | None,
+    eval_every: int | None,
+    weight_decay: float | None,
+    device: str | None,
+    data: str,
+    data_dir: Path | None,
+    output_dir: Path,
+    quiet: bool,
+) -> None:
+    """Train one optimizer on one problem, one run per seed; results as DeepOBS JSON."""
+    from .data import MissingDataError
+    from .runner import Execution, RunSpec, run_one
+
+    prob = _problem(problem)
+    entry = _optimizer(optimizer)
+    overrides = _hyperparameters(entry, hps)
+    dev = _device(device)
+    budget = _budget(prob, epochs, steps, time_budget)
+    store = _store(output_dir)
+    specs = [
+        RunSpec(
+            problem=prob.name,
+            optimizer=entry.name,
+            hyperparameters=entry.resolve(overrides),
+            seed=seed,
+            batch_size=batch_size or prob.batch_size,
+            budget=budget,
+            eval_every=eval_every,
+            data=data,
+            weight_decay=weight_decay,
+        )
+        for seed in (seeds or (42,))
+    ]
+    execution = Execution(device=dev, data_dir=data_dir, progress=not quiet)
+    for spec in specs:
+        try:
+            out = run_one(spec, store, execution)
+        except MissingDataError as exc:
+            raise _data_error(exc) from None
+        if out.status == "busy":
+            click.echo(f"busy: {spec.label()} is running in another process; skipped")
+            continue
+        click.echo(_outcome_line(out))
+
+
+@main.command()
+@_run_options
+@click.option("--optimizer", "-o", required=True, help="Optimizer name.")
+@click.option(
+    "--grid",
+    "grid_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML grid file ([grid] lists, optional [fixed]); default: the optimizer's grid.",
+)
+@click.option(
+    "--random-trials",
+    type=click.IntRange(min=1),
+    help="Random search with this many trials over the grid's range instead of the grid.",
+)
+@click.option("--search-seed", type=int, default=0, show_default=True, help="Random search seed.")
+@click.option(
+    "--tuning-seed", type=int, default=42, show_default=True, help="Seed of the search runs."
+)
+@click.option(
+    "--final-seeds",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Seeds (tuning seed onwards) for the rerun of the best setting (DeepOBS: 10).",
+)
+@click.option("--hp", "hps", multiple=True, metavar="NAME=VALUE", help="Fixed hyperparameter.")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs at once."
+)
+def tune(
+    problem: str,
+    optimizer: str,
+    grid_file: Path | None,
+    random_trials: int | None,
+    search_seed: int,
+    tuning_seed: int,
+    final_seeds: int,
+    hps: tuple[str, ...],
+    workers: int,
+    batch_size: int | None,
+    epochs: int | None,
+    steps: int | None,
+    time_budget: float | None,
+    eval_every: int | None,
+    weight_decay: float | None,
+    device: str | None,
+    data: str,
+    data_dir: Path | None,
+    output_dir: Path,
+    quiet: bool,
+) -> None:
+    """Tune an optimizer on a problem (DeepOBS protocol): search on one seed, select on the
+    validation metric, rerun the best setting with more seeds."""
+    from .data import MissingDataError
+    from .runner import Execution
+    from .runner.executors import LocalExecutor
+    from .runner.tune import (
+        GridFileError,
+        TunePlan,
+        grid_settings,
+        load_grid_file,
+        random_settings,
+    )
+
+    prob = _problem(problem)
+    entry = _optimizer(optimizer)
+    fixed = _hyperparameters(entry, hps)
+    if grid_file is not None:
+        try:
+            grid, file_fixed = load_grid_file(grid_file, entry)
+        except GridFileError as exc:
+            raise BadInput(str(exc)) from None
+        fixed = {**file_fixed, **fixed}
+    else:
+        grid = dict(entry.grid)
+        if not grid:
+            raise BadInput(f"optimizer {entry.name!r} has no default grid; give --grid FILE")
+    try:
+        settings = (
+            random_settings(entry, grid, fixed, random_trials, search_seed)
+            if random_trials
+            else grid_settings(entry, grid, fixed)
+        )
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    dev = _device(device)
+    store = _store(output_dir)
+    plan = TunePlan(
+        problem=prob,
+        entry=entry,
+        settings=settings,
+        batch_size=batch_size or prob.batch_size,
+        budget=_budget(prob, epochs, steps, time_budget),
+        data=data,
+        eval_every=eval_every,
+        weight_decay=weight_decay,
+        tuning_seed=tuning_seed,
+        final_seeds=list(range(tuning_seed, tuning_seed + final_seeds)),
+    )
+    execution = Execution(device=dev, data_dir=data_dir, progress=not quiet and workers == 1)
+    executor = LocalExecutor(workers, execution, echo=click.echo)
+    click.echo(f"search: {len(settings)} settings of {entry.name} on {prob.name}")
+    try:
+        outcomes = executor.run(plan.search_specs(), store)
+    except MissingDataError as exc:
+        raise _data_error(exc) from None
+    best, score = plan.select(outcomes)
+    metric = "valid accuracy" if prob.correct is not None else "valid loss"
+    shown = score if prob.correct is not None else -score
+    click.echo(f"best on {metric} ({shown:.4g}): {best}")
+    if final_seeds:
+        final = executor.run(plan.final_specs(best), store)
+        for out in final:
+            click.echo(_outcome_line(out))
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise click.ClickException(f"{len(failed)} search run(s) failed (see above)")
+
+
+@main.command()
+@click.option("--problem", "-p", required=True, help="Problem name.")
+@click.option(
+    "--optimizer",
+    "-o",
+    "optimizers",
+    multiple=True,
+    help="Optimizer (repeatable; default: every registered one). Adam is always measured.",
+)
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), help="Default: the problem's.")
+@click.option("--device", help="cpu, cuda or cuda:N (default: the GPU when there is one).")
+@click.option(
+    "--data",
+    type=click.Choice(["real", "synthetic"]),
+    default="synthetic",
+    show_default=True,
+)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
+def overhead(
+    problem: str,
+    optimizers: tuple[str, ...],
+    steps: int,
+    warmup: int,
+    batch_size: int | None,
+    device: str | None,
+    data: str,
+    data_dir: Path | None,
+) -> None:
+    """Per-step time of each optimizer relative to Adam, with its pass counts."""
+    from .data import MissingDataError
+    from .optim import optimizer_names
+    from .runner.overhead import format_rows, measure_overhead
+
+    prob = _problem(problem)
+    names = list(optimizers) or optimizer_names()
+    for name in names:
+        _optimizer(name)
+    dev = _device(device)
+    try:
+        rows = measure_overhead(
+            prob.name,
+            [(n, {}) for n in names],
+            device=dev,
+            batch_size=batch_size,
+            data=data,
+            data_dir=data_dir,
+            steps=steps,
+            warmup=warmup,
+        )
+    except MissingDataError as exc:
+        raise _data_error(exc) from None
+    click.echo(f"{prob.name}, batch {batch_size or prob.batch_size}, {dev}, {steps} steps")
+    click.echo(format_rows(rows))
 
 
 @main.group()

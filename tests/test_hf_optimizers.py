@@ -222,7 +222,8 @@ def test_counters_add_up():
     s = opt.last_step
     # gradient + curvature forward + rho evaluation (curvature batch) + one line-search trial
     assert s.forward_passes == pytest.approx(1 + 1.0 + 1.0 + 1)
-    assert s.backward_passes == 1.0
+    # the gradient, and recording J^T u on the curvature batch for the products
+    assert s.backward_passes == pytest.approx(1.0 + 1.0)
     # one block product per CG iteration (no warm start on the first step), and one full
     # product for the step scale and rho
     assert s.block_products == s.cg_iterations

@@ -48,14 +48,14 @@ def test_resolve_types_and_checks():
     ):
         entry.resolve({"dampning": 1.0})
     with pytest.raises(
-        ValueError, match=r"damping='abc' is not valid: must be a float in \(0, inf\]"
+        ValueError, match=r"damping='abc' is not valid: must be a float in \(0, inf\)"
     ):
         entry.resolve({"damping": "abc"})
     with pytest.raises(
         ValueError, match=r"curvature_fraction=1.5 is out of range: must be a float in \(0, 1\]"
     ):
         entry.resolve({"curvature_fraction": 1.5})
-    with pytest.raises(ValueError, match=r"cg_max_iters=2.5 is not valid: must be a int"):
+    with pytest.raises(ValueError, match=r"cg_max_iters=2.5 is not valid: must be an int"):
         entry.resolve({"cg_max_iters": 2.5})
     with pytest.raises(
         ValueError, match=r"blocks='layer' is out of range: must be one of 'module'"

@@ -17,7 +17,12 @@ Stopping (Martens 2010 and his released code), per block:
 Iterates are kept at i = ceil(5 * 1.3^j) (and at the end) for CG-backtracking.
 
 The loop reads one small boolean vector per iteration back to the host (which blocks still run):
-it decides whether to continue and which block products to compute at all.
+it decides whether to continue and which block products to compute at all. Each block's vector
+work runs on views of the packed vectors with its own 0-d device scalars (no gathers, no masks
+over the whole vector); inner products are BLAS reductions in the vectors' precision, and the
+scalars they produce (alpha, beta, phi) are combined in float64. phi follows CG's exact
+recurrence ``phi_{i+1} = phi_i - alpha_i r_i^T y_i / 2`` rather than being recomputed from
+x and r, which saves two passes over the vectors per iteration.
 """
 
 from __future__ import annotations
@@ -113,26 +118,35 @@ def block_cg(
     if tol <= 0:
         raise ValueError(f"tol must be positive, got {tol}")
     nb, dev, dtype = layout.num_blocks, b.device, b.dtype
-    lam = torch.as_tensor(damping, dtype=torch.float64, device=dev).expand(nb).clone()
-    lam_flat = layout.expand(lam).to(dtype)
+    lam = torch.as_tensor(damping, dtype=torch.float64).expand(nb).tolist()
     if preconditioner is not None and preconditioner.shape != b.shape:
         raise ValueError("the preconditioner must have the shape of b")
+    sizes = layout.block_numels
 
     def damped(p: Tensor, active: Sequence[bool]) -> Tensor:
-        return matvec(p, active) + lam_flat * p
+        ap = matvec(p, active)
+        for k, (ap_k, p_k) in enumerate(zip(ap.split(sizes), p.split(sizes))):
+            if active[k] and lam[k]:
+                ap_k.add_(p_k, alpha=lam[k])
+        return ap
 
-    def precondition(r: Tensor) -> Tensor:
-        return r if preconditioner is None else r / preconditioner
+    def dots(u: Tensor, v: Tensor, active: Sequence[bool]) -> Tensor:
+        """Per-block inner products (BLAS reductions), as float64; 0 for inactive blocks."""
+        parts = [
+            torch.dot(u_k, v_k) if a else zero
+            for a, u_k, v_k in zip(active, u.split(sizes), v.split(sizes))
+        ]
+        return torch.stack(parts).to(torch.float64)
 
-    dot = layout.block_dot
-    expand = layout.expand
     everyone = [True] * nb
+    zero = torch.zeros((), dtype=dtype, device=dev)
     block_products = [0] * nb
     matvecs = 0
 
     if x0 is None:
         x = torch.zeros_like(b)
         r = -b
+        phi = torch.zeros(nb, dtype=torch.float64, device=dev)
     else:
         if x0.shape != b.shape:
             raise ValueError("x0 must have the shape of b")
@@ -140,20 +154,21 @@ def block_cg(
         r = damped(x, everyone) - b
         matvecs += 1
         block_products = [1] * nb
-    y = precondition(r)
+        phi = 0.5 * dots(r - b, x, everyone)
+    y = r if preconditioner is None else r / preconditioner
     p = -y
-    ry = dot(r, y)
+    ry = dots(r, y, everyone)
     solved_at = ry * residual_tol**2
-    phi = 0.5 * dot(r - b, x)
     phis = [phi]
     iters = torch.zeros(nb, dtype=torch.long, device=dev)
-    reason = torch.zeros(nb, dtype=torch.long, device=dev)
-    reason = torch.where(ry <= 0, _CONVERGED, reason)
+    reason = torch.where(ry <= 0, _CONVERGED, torch.zeros(nb, dtype=torch.long, device=dev))
     active = reason == _RUNNING
     host_active = active.tolist()
 
     schedule = set(backtracking_schedule(max_iters)) if keep_iterates else set()
     iterates: list[tuple[int, Tensor]] = []
+    views = list(zip(x.split(sizes), r.split(sizes), p.split(sizes)))
+    m_views = None if preconditioner is None else preconditioner.split(sizes)
     i = 0
     while any(host_active):
         i += 1
@@ -161,25 +176,38 @@ def block_cg(
         matvecs += 1
         for k, a in enumerate(host_active):
             block_products[k] += int(a)
-        pap = dot(p, ap)
+        pap = dots(p, ap, host_active)
         finite = torch.isfinite(pap)
         curved = finite & (pap > 0)
         reason = torch.where(active & ~finite, _NONFINITE, reason)
         reason = torch.where(active & finite & ~curved, _CURVATURE, reason)
         step = active & curved
-        step_e = expand(step)
         alpha = torch.where(step, ry / torch.where(curved, pap, 1.0), 0.0)
-        alpha_e = expand(alpha).to(dtype)
-        x = torch.where(step_e, x + alpha_e * p, x)
-        r_new = torch.where(step_e, r + alpha_e * ap, r)
-        y_new = precondition(r_new)
-        ry_new = dot(r_new, y_new)
+        alpha_v = alpha.to(dtype)
+        new_y = []
+        for k, (x_k, r_k, p_k) in enumerate(views):
+            if not host_active[k]:
+                new_y.append(None)
+                continue
+            a_k = alpha_v[k]
+            x_k.addcmul_(p_k, a_k)
+            r_k.addcmul_(ap.split(sizes)[k], a_k)
+            new_y.append(r_k if m_views is None else r_k / m_views[k])
+        ry_new = torch.stack(
+            [
+                torch.dot(r_k, y_k) if y_k is not None else zero
+                for (_, r_k, _), y_k in zip(views, new_y)
+            ]
+        ).to(torch.float64)
         beta = torch.where(step & (ry > 0), ry_new / torch.where(ry > 0, ry, 1.0), 0.0)
-        p = torch.where(step_e, -y_new + expand(beta).to(dtype) * p, p)
-        r, y = r_new, y_new
+        beta_v = beta.to(dtype)
+        for k, (_, _, p_k) in enumerate(views):
+            if host_active[k]:
+                p_k.mul_(beta_v[k]).sub_(new_y[k])
+        # CG's exact recurrence for the quadratic model: phi_{i+1} = phi_i - alpha_i r_i.y_i / 2
+        phi = torch.where(step, phi - 0.5 * alpha * ry, phi)
         ry = torch.where(step, ry_new, ry)
         iters = iters + step.long()
-        phi = torch.where(step, 0.5 * dot(r - b, x), phi)
         phis.append(phi)
 
         k_gap = max(10, math.ceil(0.1 * i))

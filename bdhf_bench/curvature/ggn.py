@@ -102,6 +102,11 @@ class GGNContext:
                     value = value + 0.5 * c * p.square().sum()
         return value
 
+    @property
+    def graph_built(self) -> bool:
+        """Whether the recorded ``J^T u`` exists (building it costs one backward pass)."""
+        return self._jt_dummy is not None
+
     def _transposed_jacobian_graph(self) -> list[Tensor | None]:
         """``g(u) = J^T u`` with its graph recorded, built on first use and kept for the step."""
         if self._jt_dummy is None:

@@ -274,7 +274,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         stats.block_products = list(res.block_products)
         self._store_warm_start(layout, res.x)
         if "nonfinite" in res.stop_reasons or not bool(torch.isfinite(res.x).all()):
-            self._finish(stats, closure, passes0, theta0, "nonfinite_curvature")
+            self._finish(stats, closure, passes0, theta0, "nonfinite_curvature", ctx=ctx)
             return f0
 
         d, f_d = res.x, None
@@ -285,7 +285,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             )
         gd = float(torch.dot(g.double(), d.double()))
         if not gd < 0:
-            self._finish(stats, closure, passes0, theta0, "not_descent")
+            self._finish(stats, closure, passes0, theta0, "not_descent", ctx=ctx)
             return f0
 
         alpha, rho = self._scale_and_rho(closure, ctx, layout, theta0, g, d, stats)
@@ -296,11 +296,11 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             d, gd, f_d = d * alpha, gd * alpha, None
         t = self._step_length(closure, layout, theta0, d, float(f0), gd, f_d, stats)
         if t is None:
-            self._finish(stats, closure, passes0, theta0, "line_search_failed", damp=False)
+            self._finish(stats, closure, passes0, theta0, "line_search_failed", False, ctx)
             return f0
         self._place(layout, theta0, d, t)
         stats.step_size = t * alpha
-        self._finish(stats, closure, passes0, None, "accepted", damp=False)
+        self._finish(stats, closure, passes0, None, "accepted", False, ctx)
         return f0
 
     # -- pieces of the step --------------------------------------------------------------------
@@ -449,8 +449,12 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         theta0: list[Tensor] | None,
         outcome: str,
         damp: bool = True,
+        ctx: GGNContext | None = None,
     ) -> None:
         layout = self.layout()
+        if ctx is not None and ctx.graph_built:
+            # recording J^T u for the products was one backward pass on the curvature batch
+            closure.counts.backward += closure.curvature_share
         if theta0 is not None:
             self._restore(layout, theta0)
         if outcome != "accepted":

@@ -54,10 +54,12 @@ class HyperParameter:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.type is bool:
             return "true or false"
-        lo = "(" if self.low_open else "["
+        lo = "(" if self.low_open or self.low is None else "["
+        hi = ")" if self.high is None else "]"
         low = "-inf" if self.low is None else f"{self.low:g}"
         high = "inf" if self.high is None else f"{self.high:g}"
-        return f"a {self.type.__name__} in {lo}{low}, {high}]"
+        article = "an" if self.type is int else "a"
+        return f"{article} {self.type.__name__} in {lo}{low}, {high}{hi}"
 
     def coerce(self, name: str, value: Any) -> Any:
         """The value as this type (strings are parsed), or ValueError naming the valid range."""

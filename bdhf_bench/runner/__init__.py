@@ -1,0 +1,19 @@
+"""Runs: specs, the training loop, results files, resume, tuning and executors."""
+
+from .environment import default_device
+from .loop import Execution, Trainer
+from .run import RunOutcome, run_one
+from .spec import Budget, RunSpec
+from .store import OutputFolderError, ResultStore
+
+__all__ = [
+    "Budget",
+    "Execution",
+    "OutputFolderError",
+    "ResultStore",
+    "RunOutcome",
+    "RunSpec",
+    "Trainer",
+    "default_device",
+    "run_one",
+]

@@ -1,0 +1,410 @@
+"""The training loop: any registered optimizer on any registered problem, resumable.
+
+Per step the loop builds a ``ModelClosure`` for the mini-batch and calls ``optimizer.step`` (the
+step protocol every entry shares). The hot path does no host-device synchronisation: mini-batch
+losses stay on the device and are read back every ``check_every`` steps, when divergence,
+progress and the time budget are checked. Training time is measured between device
+synchronisations and excludes evaluations, which run on train_eval, valid and test at epoch
+boundaries (or every ``eval_every`` steps) and at the end.
+
+State is checkpointed at every evaluation and every ``checkpoint_every`` seconds: model,
+optimizer, random state, data position and history. A run killed at any moment and started again
+continues from its last checkpoint and ends with the same results as an uninterrupted run (on
+the CPU; timings aside), because the data order and augmentation are pure functions of
+(seed, epoch, batch index).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import load_splits, train_stream
+from ..optim import BlockDiagonalHF, ModelClosure, get_optimizer
+from ..problems import Problem, get_problem, seeded_model
+from .cost import CostModel, measure_cost
+from .environment import environment
+from .evaluation import evaluate_split
+from .progress import Progress
+from .spec import RunSpec, setting_folder
+from .store import ResultStore
+
+SCHEMA_VERSION = 1
+DEFAULT_DATA_DIR = Path("data_deepobs")
+"""DeepOBS's data folder name, relative to the working directory."""
+SPLITS = (("train", "train_eval"), ("valid", "valid"), ("test", "test"))
+
+
+@dataclass
+class Execution:
+    """How a run executes (not part of its identity)."""
+
+    device: torch.device
+    data_dir: Path | None = None
+    progress: bool = True
+    checkpoint_every: float = 300.0
+    """Wall-clock seconds between checkpoints inside an evaluation interval."""
+    check_every: int = 25
+    """Steps between read-backs of the mini-batch loss."""
+
+
+@dataclass
+class TrainState:
+    """Everything about a run in progress that is not model or optimizer state."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    train_seconds: float = 0.0
+    forward_passes: float = 0.0
+    backward_passes: float = 0.0
+    block_products: list[int] = field(default_factory=list)
+    full_products: int = 0
+    minibatch_losses: list[float] = field(default_factory=list)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    target_reached: dict[str, Any] | None = None
+    diverged_at: dict[str, Any] | None = None
+
+
+class _Timer:
+    """Training time between device synchronisations."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._start: float | None = None
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def start(self) -> None:
+        self._sync()
+        self._start = time.perf_counter()
+
+    def stop(self) -> float:
+        assert self._start is not None
+        self._sync()
+        elapsed = time.perf_counter() - self._start
+        self._start = None
+        return elapsed
+
+    @property
+    def running(self) -> bool:
+        return self._start is not None
+
+    def peek(self) -> float:
+        """Seconds since start, without a synchronisation (for progress and budgets)."""
+        return 0.0 if self._start is None else time.perf_counter() - self._start
+
+
+class Trainer:
+    """One run from its spec to its result dict."""
+
+    def __init__(self, spec: RunSpec, store: ResultStore, execution: Execution) -> None:
+        self.spec = spec
+        self.store = store
+        self.ex = execution
+        self.problem: Problem = get_problem(spec.problem)
+        self.entry = get_optimizer(spec.optimizer)
+        self.hps = self.entry.resolve(spec.hyperparameters)
+        self.device = execution.device
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        spec, problem = self.spec, self.problem
+        self.splits = load_splits(
+            problem.dataset,
+            data_dir=self.ex.data_dir if self.ex.data_dir is not None else DEFAULT_DATA_DIR,
+            source=spec.data,
+            device=self.device,
+            seed=spec.seed,
+        )
+        self.model = seeded_model(problem, spec.seed, self.device)
+        self.model.train()
+        self.optimizer = self.entry.build(self.model, self.hps)
+        wd = problem.weight_decay if spec.weight_decay is None else spec.weight_decay
+        self.l2 = problem.l2_coefficients(self.model, wd)
+        self.stream = train_stream(
+            self.splits, spec.batch_size, seed=spec.seed, augment=problem.augment
+        )
+        self.steps_per_epoch = self.stream.batches_per_epoch
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"batch size {spec.batch_size} is larger than the training split "
+                f"({self.splits.sizes['train']} examples)"
+            )
+        torch.manual_seed(spec.seed)
+        self.hf = isinstance(self.optimizer, BlockDiagonalHF)
+        self.state = TrainState()
+        if self.hf:
+            self.state.block_products = [0] * self.optimizer.layout().num_blocks
+        checkpoint = self.store.load_checkpoint(spec)
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.cost = self._measure_cost()
+
+    def _closure(self, x: torch.Tensor, y: torch.Tensor) -> ModelClosure:
+        inputs, targets = self.problem.prepare_batch(x, y)
+        return ModelClosure(self.model, self.problem.loss, inputs, targets, self.l2)
+
+    def _measure_cost(self) -> CostModel:
+        x, y = next(iter(self.stream.epoch(0)))
+        return measure_cost(self.optimizer, self._closure(x, y))
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _rng_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _checkpoint(self) -> None:
+        self.store.save_checkpoint(
+            self.spec,
+            {
+                "spec": self.spec.identity(),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "rng": self._rng_state(),
+                "state": asdict(self.state),
+            },
+        )
+        self._last_checkpoint = time.monotonic()
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        if checkpoint.get("spec") != self.spec.identity():
+            raise RuntimeError(
+                f"checkpoint of another run in {self.store.checkpoint_path(self.spec)}"
+            )
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        torch.set_rng_state(checkpoint["rng"]["cpu"])
+        if "cuda" in checkpoint["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], self.device)
+        self.state = TrainState(**checkpoint["state"])
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def _gradient_equivalents(self) -> float:
+        s = self.state
+        return self.cost.gradient_equivalents(
+            s.forward_passes, s.backward_passes, s.block_products, s.full_products
+        )
+
+    def _evaluate(self) -> None:
+        s, problem = self.state, self.problem
+        record: dict[str, Any] = {
+            "epoch": s.epoch + s.batch / self.steps_per_epoch,
+            "step": s.step,
+            "train_seconds": s.train_seconds,
+            "forward_passes": s.forward_passes,
+            "backward_passes": s.backward_passes,
+            "curvature_products": sum(s.block_products) + s.full_products,
+            "gradient_equivalents": self._gradient_equivalents(),
+        }
+        for key, split in SPLITS:
+            result = evaluate_split(
+                self.model, problem, self.splits.split(split), self.l2, self.spec.batch_size
+            )
+            record[f"{key}_loss"] = result.loss
+            record[f"{key}_accuracy"] = result.accuracy
+        if not all(math.isfinite(record[f"{key}_loss"]) for key, _ in SPLITS):
+            # The parameters give a non-finite loss: the run diverged here.
+            s.diverged_at = {"step": s.step, "epoch": record["epoch"]}
+            return
+        record["minibatch_loss"] = s.minibatch_losses[-1] if s.minibatch_losses else None
+        record["optimizer"] = self._optimizer_summary()
+        s.evaluations.append(record)
+        target = problem.target
+        if target is not None and s.target_reached is None:
+            key = "train" if target.split == "train_eval" else target.split
+            value = record[f"{key}_{target.metric}"]
+            if value is not None and math.isfinite(value) and target.reached(value):
+                s.target_reached = {
+                    "step": s.step,
+                    "epoch": record["epoch"],
+                    "train_seconds": s.train_seconds,
+                    "gradient_equivalents": record["gradient_equivalents"],
+                    "value": value,
+                }
+
+    def _optimizer_summary(self) -> dict[str, Any]:
+        if not self.hf:
+            return {}
+        opt = self.optimizer
+        return {
+            "damping": opt.last_step.damping,
+            "accepted": opt.totals["accepted"],
+            "rejected": opt.totals["rejected"],
+            "cg_iterations": opt.totals["cg_iterations"],
+        }
+
+    # -- training ------------------------------------------------------------------------------
+
+    def _total_steps(self) -> int | None:
+        b = self.spec.budget
+        limits = [n for n in (b.steps, b.epochs and b.epochs * self.steps_per_epoch) if n]
+        return min(limits) if limits else None
+
+    def run(self) -> tuple[dict[str, Any], bool]:
+        """Train to the budget (or divergence); the result dict and whether it diverged."""
+        self._setup()
+        spec, s = self.spec, self.state
+        total = self._total_steps()
+        progress = Progress(
+            f"{spec.problem}/{spec.optimizer} seed {spec.seed}",
+            total,
+            spec.budget.seconds,
+            enabled=self.ex.progress,
+            start_step=s.step,
+        )
+        if not s.evaluations:
+            self._evaluate()
+        self._last_checkpoint = time.monotonic()
+        timer = _Timer(self.device)
+        pending: list[torch.Tensor] = []
+        done = self._budget_spent(total, 0.0)
+        timer.start()
+        while not done and s.diverged_at is None:
+            for x, y in self.stream.epoch(s.epoch, start=s.batch):
+                closure = self._closure(x, y)
+                loss = self.optimizer.step(closure)
+                pending.append(loss.detach().reshape(()))
+                self._count(closure)
+                s.step += 1
+                s.batch += 1
+                epoch_end = s.batch == self.steps_per_epoch
+                if epoch_end:
+                    s.epoch, s.batch = s.epoch + 1, 0
+                every = spec.eval_every
+                eval_due = (every is not None and s.step % every == 0) or (
+                    every is None and epoch_end
+                )
+                if len(pending) >= self.ex.check_every or eval_due or total == s.step:
+                    self._flush(pending, progress, s.train_seconds + timer.peek())
+                    pending = []
+                    if s.diverged_at is not None:
+                        s.train_seconds += timer.stop()
+                        break
+                    done = self._budget_spent(total, timer.peek())
+                    if eval_due or done:
+                        s.train_seconds += timer.stop()
+                        self._evaluate()
+                        if s.diverged_at is not None:
+                            break
+                        self._checkpoint()
+                        if not done:
+                            timer.start()
+                    elif time.monotonic() - self._last_checkpoint > self.ex.checkpoint_every:
+                        s.train_seconds += timer.stop()
+                        self._checkpoint()
+                        timer.start()
+                if done:
+                    break
+        if timer.running:
+            s.train_seconds += timer.stop()
+        if s.diverged_at is None and s.evaluations[-1]["step"] != s.step:
+            self._evaluate()
+        if not s.evaluations:
+            raise RuntimeError(f"{spec.label()}: the loss at initialisation is not finite")
+        diverged = s.diverged_at is not None
+        if diverged:
+            progress.message(f"diverged at step {s.diverged_at['step']}")
+        return self._result(diverged), diverged
+
+    def _budget_spent(self, total: int | None, running: float) -> bool:
+        seconds = self.spec.budget.seconds
+        if total is not None and self.state.step >= total:
+            return True
+        return seconds is not None and self.state.train_seconds + running >= seconds
+
+    def _count(self, closure: ModelClosure) -> None:
+        s = self.state
+        s.forward_passes += closure.counts.forward
+        s.backward_passes += closure.counts.backward
+        if self.hf:
+            stats = self.optimizer.last_step
+            s.block_products = [a + b for a, b in zip(s.block_products, stats.block_products)]
+            s.full_products += stats.full_products
+
+    def _flush(self, pending: list[torch.Tensor], progress: Progress, seconds: float) -> None:
+        """Read the pending mini-batch losses back (the loop's one synchronisation)."""
+        if not pending:
+            return
+        s = self.state
+        values = torch.stack(pending).double().tolist()
+        first_step = s.step - len(values) + 1
+        for offset, value in enumerate(values):
+            if not math.isfinite(value):
+                step = first_step + offset
+                s.diverged_at = {"step": step, "epoch": step / self.steps_per_epoch}
+                return
+            s.minibatch_losses.append(value)
+        progress.update(s.step, s.step / self.steps_per_epoch, values[-1], seconds)
+
+    # -- the result ----------------------------------------------------------------------------
+
+    def _result(self, diverged: bool) -> dict[str, Any]:
+        spec, s, problem = self.spec, self.state, self.problem
+        evals = s.evaluations
+        result: dict[str, Any] = {
+            "testproblem": spec.problem,
+            "batch_size": spec.batch_size,
+            "num_epochs": len(evals) - 1,
+            "random_seed": spec.seed,
+            "weight_decay": spec.weight_decay,
+            "optimizer_name": spec.optimizer,
+            "optimizer_hyperparams": dict(self.hps),
+            "training_params": {},
+        }
+        for key, _ in SPLITS:
+            result[f"{key}_losses"] = [e[f"{key}_loss"] for e in evals]
+        if problem.correct is not None:
+            for key, _ in SPLITS:
+                result[f"{key}_accuracies"] = [e[f"{key}_accuracy"] for e in evals]
+        result["minibatch_train_losses"] = list(s.minibatch_losses)
+        target = problem.target
+        result.update(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "status": "diverged" if diverged else "finished",
+                "budget": {
+                    "epochs": spec.budget.epochs,
+                    "steps": spec.budget.steps,
+                    "time_budget": spec.budget.seconds,
+                    "eval_every": spec.eval_every,
+                },
+                "evaluations": evals,
+                "target": None
+                if target is None
+                else {
+                    "metric": target.metric,
+                    "split": target.split,
+                    "value": target.value,
+                    "source": target.source,
+                    "reached": s.target_reached,
+                },
+                "cost_model": self.cost.as_dict(),
+                "data": {
+                    "source": spec.data,
+                    "sizes": dict(self.splits.sizes),
+                    "standard_sizes": dict(self.splits.standard_sizes),
+                    "scaled": bool(self.splits.scaled),
+                },
+                "environment": environment(self.device),
+                "steps": s.step,
+                "train_seconds": s.train_seconds,
+                "diverged_at": s.diverged_at,
+            }
+        )
+        return result
+
+    def setting(self, result: dict[str, Any]) -> str:
+        return setting_folder(self.spec, result["num_epochs"], self.spec.weight_decay)

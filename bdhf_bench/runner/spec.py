@@ -1,0 +1,107 @@
+"""What a run is: problem, optimizer, resolved hyperparameters, seed, batch size, budget, data.
+
+A ``RunSpec`` is the identity of a run. Its ``run_id`` (a hash of every field) names the run's
+checkpoint, lock and finished-record, so the same command finds its own unfinished run again
+and two processes never run the same one twice. Where and how a run executes (device, data
+folder, results folder) is not part of its identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DATA_SOURCES = ("real", "synthetic")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When a run stops: after ``epochs``, after ``steps``, or after ``seconds`` of training
+    time, whichever comes first (at least one must be set)."""
+
+    epochs: int | None = None
+    steps: int | None = None
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs is None and self.steps is None and self.seconds is None:
+            raise ValueError("a budget needs epochs, steps or seconds")
+        for name in ("epochs", "steps"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"budget {name} must be a positive integer, got {value!r}")
+        if self.seconds is not None and not (self.seconds > 0 and math.isfinite(self.seconds)):
+            raise ValueError(
+                f"time budget must be a positive number of seconds, got {self.seconds}"
+            )
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run."""
+
+    problem: str
+    optimizer: str
+    hyperparameters: Mapping[str, Any]
+    seed: int
+    batch_size: int
+    budget: Budget
+    eval_every: int | None = None
+    """Evaluate every this many steps (None: at epoch boundaries)."""
+    data: str = "real"
+    weight_decay: float | None = None
+    """None: the problem's default."""
+    tags: Mapping[str, Any] = field(default_factory=dict)
+    """Free-form labels that are part of the identity (e.g. a suite name)."""
+
+    def __post_init__(self) -> None:
+        if self.data not in DATA_SOURCES:
+            raise ValueError(f"data must be one of {DATA_SOURCES}, got {self.data!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be positive, got {self.batch_size}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(
+                f"eval_every must be a positive number of steps, got {self.eval_every}"
+            )
+
+    def identity(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["hyperparameters"] = dict(sorted(self.hyperparameters.items()))
+        out["tags"] = dict(sorted(self.tags.items()))
+        return out
+
+    @property
+    def run_id(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    @classmethod
+    def from_identity(cls, data: Mapping[str, Any]) -> RunSpec:
+        data = dict(data)
+        data["budget"] = Budget(**data["budget"])
+        return cls(**data)
+
+    def label(self) -> str:
+        hps = ", ".join(f"{k}={v}" for k, v in sorted(self.hyperparameters.items()))
+        return f"{self.problem} / {self.optimizer} ({hps}) seed {self.seed}"
+
+
+def float2str(x: float) -> str:
+    """DeepOBS's float format for folder names (1e-3 -> "1.e-03")."""
+    mantissa, exponent = f"{x:.10e}".split("e")
+    return mantissa.rstrip("0") + "e" + exponent
+
+
+def setting_folder(spec: RunSpec, num_epochs: int, weight_decay: float | None) -> str:
+    """DeepOBS's setting folder name: budget, batch size, weight decay, sorted hyperparameters."""
+    name = f"num_epochs__{num_epochs}__batch_size__{spec.batch_size}"
+    if weight_decay is not None:
+        name += f"__weight_decay__{float2str(float(weight_decay))}"
+    for key, value in sorted(spec.hyperparameters.items()):
+        text = float2str(value) if isinstance(value, float) else str(value)
+        name += f"__{key}__{text}"
+    return name

@@ -1,0 +1,182 @@
+"""The results folder: result files, checkpoints, locks and finished-records, all crash-safe.
+
+- Every file is written to a temporary name in the same folder, flushed, and renamed over the
+  target, so a reader (or a crash) never sees half a file.
+- A run's lock is an ``fcntl.flock`` on ``_runs/<id>.lock``: the kernel releases it when the
+  holder dies, SIGKILL included, so there are no stale locks to guess about. Two processes
+  sharing a folder (on one machine, or on a shared filesystem that supports locks) never run
+  the same run at once.
+- A finished run has a record ``_runs/<id>.json`` naming its result file; ``finished`` checks
+  both, so finished runs are skipped.
+- Checkpoints are ``torch.save`` files loaded with ``weights_only=True``: nothing else is ever
+  unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from .spec import RunSpec
+
+RUNS = "_runs"
+DIVERGED = "_diverged"
+
+
+class OutputFolderError(ValueError):
+    """The results folder cannot be created or written."""
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Write ``path`` through a temporary file renamed into place only on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    with atomic_file(path) as f:
+        json.dump(data, f, indent=1, allow_nan=False)
+        f.write("\n")
+
+
+class RunLock:
+    """An exclusive, crash-released lock on one run."""
+
+    def __init__(self, handle: IO[str], path: Path) -> None:
+        self._handle = handle
+        self.path = path
+
+    def release(self) -> None:
+        if not self._handle.closed:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class ResultStore:
+    """A results folder in DeepOBS's layout plus our bookkeeping (see docs/results.md)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        try:
+            (self.root / RUNS).mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root / RUNS, prefix=".probe."):
+                pass
+        except OSError as exc:
+            raise OutputFolderError(
+                f"cannot write to the output folder {self.root}: {exc.strerror or exc}"
+            ) from None
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def _runs(self, run_id: str, suffix: str) -> Path:
+        return self.root / RUNS / f"{run_id}{suffix}"
+
+    def checkpoint_path(self, spec: RunSpec) -> Path:
+        return self._runs(spec.run_id, ".ckpt")
+
+    def result_dir(self, spec: RunSpec, setting: str, diverged: bool) -> Path:
+        base = self.root / DIVERGED if diverged else self.root
+        return base / spec.problem / spec.optimizer / setting
+
+    # -- finished runs ---------------------------------------------------------------------------
+
+    def finished(self, spec: RunSpec) -> Path | None:
+        """The result file of a finished run, or None."""
+        record = self._runs(spec.run_id, ".json")
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            return None
+        path = self.root / data.get("result", "")
+        return path if path.is_file() else None
+
+    def write_result(
+        self, spec: RunSpec, result: dict[str, Any], setting: str, diverged: bool
+    ) -> Path:
+        """Write the result file, then the finished-record, then drop the checkpoint."""
+        stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
+        path = self.result_dir(spec, setting, diverged) / f"random_seed__{spec.seed}__{stamp}.json"
+        write_json(path, result)
+        write_json(
+            self._runs(spec.run_id, ".json"),
+            {"result": str(path.relative_to(self.root)), "spec": spec.identity()},
+        )
+        with contextlib.suppress(FileNotFoundError):
+            self.checkpoint_path(spec).unlink()
+        return path
+
+    def load_result(self, spec: RunSpec) -> dict[str, Any] | None:
+        path = self.finished(spec)
+        return None if path is None else json.loads(path.read_text())
+
+    # -- locks -----------------------------------------------------------------------------------
+
+    def try_lock(self, spec: RunSpec) -> RunLock | None:
+        """The run's lock, or None when another live process holds it."""
+        path = self._runs(spec.run_id, ".lock")
+        handle = open(path, "a+")  # noqa: SIM115 - the lock object owns and closes it
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
+        handle.flush()
+        return RunLock(handle, path)
+
+    def is_locked(self, spec: RunSpec) -> bool:
+        lock = self.try_lock(spec)
+        if lock is None:
+            return True
+        lock.release()
+        return False
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def save_checkpoint(self, spec: RunSpec, state: dict[str, Any]) -> None:
+        with atomic_file(self.checkpoint_path(spec), "wb") as f:
+            torch.save(state, f)
+
+    def load_checkpoint(self, spec: RunSpec) -> dict[str, Any] | None:
+        path = self.checkpoint_path(spec)
+        if not path.is_file():
+            return None
+        return torch.load(path, map_location="cpu", weights_only=True)

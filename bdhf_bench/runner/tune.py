@@ -1,0 +1,163 @@
+"""Tuning, the DeepOBS protocol: search the hyperparameters with one seed, select on the
+validation metric only (never test), then rerun the best setting with more seeds.
+
+The search space is the optimizer's default grid, a TOML grid file, or random search with a
+trial budget over the grid's range (log-uniform for hyperparameters marked ``log``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from ..optim import OptimizerEntry
+from ..problems import Problem
+from .run import RunOutcome
+from .spec import Budget, RunSpec
+
+DEFAULT_TUNING_SEED = 42
+DEFAULT_FINAL_SEEDS = tuple(range(42, 52))
+
+
+class GridFileError(ValueError):
+    """A grid file that cannot be used."""
+
+
+def load_grid_file(path: str | Path, entry: OptimizerEntry) -> tuple[dict[str, list], dict]:
+    """``(grid, fixed)`` from a TOML file with a ``[grid]`` table of lists and an optional
+    ``[fixed]`` table; every name and value is checked against the optimizer's schema."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise GridFileError(f"cannot read grid file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise GridFileError(f"grid file {path} is not valid TOML: {exc}") from None
+    grid, fixed = data.get("grid"), data.get("fixed", {})
+    if not isinstance(grid, dict) or not grid:
+        raise GridFileError(f"grid file {path} needs a non-empty [grid] table of lists")
+    unknown = set(data) - {"grid", "fixed", "optimizer", "description"}
+    if unknown:
+        raise GridFileError(
+            f"grid file {path}: unknown key(s) {sorted(unknown)}; valid: [grid], [fixed], "
+            "optimizer, description"
+        )
+    if data.get("optimizer") not in (None, entry.name):
+        raise GridFileError(f"grid file {path} is for {data['optimizer']!r}, not {entry.name!r}")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise GridFileError(f"grid file {path}: grid.{key} must be a non-empty list")
+    try:
+        for key, values in grid.items():
+            for v in values:
+                entry.resolve({key: v})
+        entry.resolve(fixed)
+    except ValueError as exc:
+        raise GridFileError(f"grid file {path}: {exc}") from None
+    return grid, dict(fixed)
+
+
+def grid_settings(
+    entry: OptimizerEntry, grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Every point of the grid (cartesian product), resolved against the schema."""
+    keys = sorted(grid)
+    points = itertools.product(*(grid[k] for k in keys))
+    return [entry.resolve({**fixed, **dict(zip(keys, values))}) for values in points]
+
+
+def random_settings(
+    entry: OptimizerEntry,
+    grid: Mapping[str, Sequence[Any]],
+    fixed: Mapping[str, Any],
+    trials: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """``trials`` random points within the grid's range (log-uniform where the schema says)."""
+    if trials < 1:
+        raise ValueError(f"random search needs a positive number of trials, got {trials}")
+    rng = random.Random(seed)
+    out = []
+    for _ in range(trials):
+        point = {}
+        for key in sorted(grid):
+            values, spec = list(grid[key]), entry.hyperparameters[key]
+            if spec.type in (int, float) and len(values) > 1:
+                lo, hi = min(values), max(values)
+                if spec.log and lo > 0:
+                    x = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+                else:
+                    x = rng.uniform(lo, hi)
+                point[key] = round(x) if spec.type is int else float(f"{x:.6g}")
+            else:
+                point[key] = rng.choice(values)
+        out.append(entry.resolve({**fixed, **point}))
+    return out
+
+
+def validation_score(problem: Problem, result: Mapping[str, Any] | None) -> float:
+    """The selection score of a finished run (higher is better): the final validation accuracy,
+    or minus the final validation loss; -inf for diverged or missing runs."""
+    if not result or result.get("status") != "finished":
+        return -math.inf
+    if problem.correct is not None:
+        value = result["valid_accuracies"][-1]
+        return value if math.isfinite(value) else -math.inf
+    value = result["valid_losses"][-1]
+    return -value if math.isfinite(value) else -math.inf
+
+
+@dataclass
+class TunePlan:
+    """The runs of a tuning job: the search, then the final seeds of the winner."""
+
+    problem: Problem
+    entry: OptimizerEntry
+    settings: list[dict[str, Any]]
+    batch_size: int
+    budget: Budget
+    data: str
+    eval_every: int | None = None
+    weight_decay: float | None = None
+    tuning_seed: int = DEFAULT_TUNING_SEED
+    final_seeds: Sequence[int] = field(default_factory=lambda: list(DEFAULT_FINAL_SEEDS))
+
+    def spec(self, hps: Mapping[str, Any], seed: int) -> RunSpec:
+        return RunSpec(
+            problem=self.problem.name,
+            optimizer=self.entry.name,
+            hyperparameters=dict(hps),
+            seed=seed,
+            batch_size=self.batch_size,
+            budget=self.budget,
+            eval_every=self.eval_every,
+            data=self.data,
+            weight_decay=self.weight_decay,
+        )
+
+    def search_specs(self) -> list[RunSpec]:
+        return [self.spec(hps, self.tuning_seed) for hps in self.settings]
+
+    def select(self, outcomes: Sequence[RunOutcome]) -> tuple[dict[str, Any], float]:
+        """The best setting on the validation metric (ties: the first in search order)."""
+        best, best_score = None, -math.inf
+        for hps, out in zip(self.settings, outcomes):
+            score = validation_score(self.problem, out.load())
+            if best is None or score > best_score:
+                best, best_score = hps, score
+        assert best is not None
+        return best, best_score
+
+    def final_specs(self, best: Mapping[str, Any]) -> list[RunSpec]:
+        return [self.spec(best, seed) for seed in self.final_seeds]

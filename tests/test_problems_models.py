@@ -127,6 +127,7 @@ def test_autoencoder_sparse_init_is_martens() -> None:
             assert torch.all(m.bias == 0)
             weights.append(m.weight[m.weight != 0])
     values = torch.cat(weights)
+    values = values.detach()
     assert abs(float(values.mean())) < 0.02 and abs(float(values.std()) - 1) < 0.02
     dense = mnist_autoencoder("pytorch")
     assert dense.name == "mnist_autoencoder_pytorchinit"

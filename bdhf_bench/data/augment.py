@@ -79,15 +79,20 @@ def crop_and_flip(x: Tensor, p: AugmentParams) -> Tensor:
     return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def _grayscale(x: Tensor) -> Tensor:
+    """Luma (N, 1, H, W), from Python scalars: no host-to-device copy in the hot path."""
+    r, g, b = _GRAY
+    return r * x[:, 0:1] + g * x[:, 1:2] + b * x[:, 2:3]
+
+
 def color_jitter(x: Tensor, p: AugmentParams) -> Tensor:
     """Each step blends the image with a reference and clamps: ``clamp(f x + (1 - f) ref)``,
     ref = black (brightness), the mean grey level (contrast) or the grey image (saturation)."""
     n = x.shape[0]
-    weights = torch.tensor(_GRAY, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     for step in range(3):
         op = p.order[:, step].view(n, 1, 1, 1)
         f = p.factors.gather(1, p.order[:, step : step + 1]).view(n, 1, 1, 1)
-        gray = (x * weights).sum(dim=1, keepdim=True)
+        gray = _grayscale(x)
         ref = torch.where(op == 2, gray, gray.mean(dim=(2, 3), keepdim=True))
         ref = torch.where(op == 0, torch.zeros_like(ref), ref)
         x = (f * x + (1 - f) * ref).clamp_(0.0, 1.0)

@@ -106,18 +106,35 @@ def _raw(
     return read_raw(file_set, data_dir, download)
 
 
-def _quadratic(source: str, seed: int, sizes: tuple[int, int]) -> tuple:
+def _quadratic_splits(
+    source: str, seed: int, sizes: tuple[int, int], device: torch.device
+) -> DataSplits:
+    """DeepOBS's noisy quadratic: separate draws for train, valid and test, train_eval = train,
+    no labels (zeros stand in). "real" is DeepOBS's own fixed draws (seeds 42, 44, 43)."""
+    spec = get_spec("quadratic")
     if source == "synthetic":
-        return quadratic_draws(seed, sizes)
-    from deepobs.pytorch.datasets.quadratic import quadratic  # DeepOBS's own fixed draws
+        arrays = quadratic_draws(seed, sizes)
+    else:
+        from deepobs.pytorch.datasets.quadratic import quadratic
 
-    data = quadratic(batch_size=1)
-    loaders = (data._train_dataloader, data._valid_dataloader, data._test_dataloader)
-    return tuple(loader.dataset.tensors[0].numpy() for loader in loaders)
-
-
-def _unlabelled(x: Tensor) -> Pair:
-    return x, torch.zeros(len(x), dtype=torch.long, device=x.device)
+        data = quadratic(batch_size=1)
+        loaders = (data._train_dataloader, data._valid_dataloader, data._test_dataloader)
+        arrays = tuple(loader.dataset.tensors[0].numpy() for loader in loaders)
+    train, valid, test = (to_inputs(spec, a, device) for a in arrays)
+    pairs = {
+        name: (x, torch.zeros(len(x), dtype=torch.long, device=device))
+        for name, x in (("train", train), ("valid", valid), ("test", test))
+    }
+    pairs["train_eval"] = pairs["train"]
+    actual = {name: len(pairs[name][0]) for name in SPLIT_NAMES}
+    return DataSplits(
+        "quadratic",
+        source,
+        **{n: pairs[n] for n in SPLIT_NAMES},
+        sizes=actual,
+        standard_sizes=spec.standard_sizes,
+        scaled=source == "synthetic",
+    )
 
 
 def load_splits(
@@ -140,31 +157,11 @@ def load_splits(
     spec = get_spec(dataset)
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}; valid: {', '.join(SOURCES)}")
-    if min(synthetic_sizes) < 2 or len(synthetic_sizes) != 2:
+    if len(synthetic_sizes) != 2 or min(synthetic_sizes) < 2:
         raise ValueError(f"synthetic_sizes must be two sizes >= 2, got {synthetic_sizes}")
     device = torch.device(device)
     if dataset == "quadratic":
-        train, valid, test = (
-            to_inputs(spec, a, device) for a in _quadratic(source, seed, synthetic_sizes)
-        )
-        sizes = {
-            "train": len(train),
-            "train_eval": len(train),
-            "valid": len(valid),
-            "test": len(test),
-        }
-        scaled = source == "synthetic"
-        return DataSplits(
-            dataset,
-            source,
-            _unlabelled(train),
-            _unlabelled(train),
-            _unlabelled(valid),
-            _unlabelled(test),
-            sizes,
-            spec.standard_sizes,
-            scaled,
-        )
+        return _quadratic_splits(source, seed, synthetic_sizes, device)
     raw = _raw(dataset, source, Path(data_dir), seed, synthetic_sizes, download)
     sizes, scaled = carve_sizes(spec, len(raw.train_x), len(raw.test_x))
     if scaled and source == "real":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 import torch
@@ -146,7 +146,27 @@ def _run_options(func):
     return func
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """A group that imports some commands only when they are used (the report command pulls
+    in pandas and seaborn, which every other command can do without)."""
+
+    lazy: ClassVar[dict[str, tuple[str, str]]] = {
+        "report": ("bdhf_bench.report.cli", "report_command")
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            import importlib
+
+            module, attr = self.lazy[name]
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bdhf-bench")
 def main() -> None:
     """Benchmark block-diagonal Hessian-free optimization against HF and Adam, DeepOBS-style."""
@@ -419,6 +439,63 @@ def overhead(
         raise _data_error(exc) from None
     click.echo(f"{prob.name}, batch {batch_size or prob.batch_size}, {dev}, {steps} steps")
     click.echo(format_rows(rows))
+
+
+@main.command()
+@click.option("--suite", "-s", "suite_name", required=True, help="Suite name (runners/) or file.")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs at once."
+)
+@click.option("--device", help="cpu, cuda or cuda:N (default: the GPU when there is one).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--results", type=click.Path(file_okay=False, path_type=Path), help="Override the folder."
+)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def leaderboard(
+    suite_name: str,
+    workers: int,
+    device: str | None,
+    data_dir: Path | None,
+    results: Path | None,
+    out: Path | None,
+    quiet: bool,
+) -> None:
+    """Run a suite (resuming what exists) and regenerate its leaderboard report."""
+    from .data import MissingDataError
+    from .report.baselines import default_baselines_path
+    from .report.build import ReportInputError, build_report
+    from .runner import Execution
+    from .runner.executors import LocalExecutor
+    from .runner.suite import SuiteError, load_suite, run_suite
+
+    try:
+        suite = load_suite(suite_name)
+    except SuiteError as exc:
+        raise BadInput(str(exc)) from None
+    results = results or suite.results
+    out = out or suite.report
+    store = _store(results)
+    dev = _device(device)
+    execution = Execution(device=dev, data_dir=data_dir, progress=not quiet and workers == 1)
+    executor = LocalExecutor(workers, execution, echo=click.echo)
+    click.echo(f"suite {suite.name}: {suite.size()} runs -> {results}")
+    try:
+        outcomes = run_suite(suite, store, executor, echo=click.echo)
+    except MissingDataError as exc:
+        raise _data_error(exc) from None
+    failed = [o for o in outcomes if o.status == "failed"]
+    try:
+        summary = build_report([results], out, baselines=default_baselines_path())
+    except ReportInputError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"leaderboard: {summary.leaderboard}")
+    click.echo(f"html:        {summary.html}")
+    for item in summary.skipped:
+        click.echo(f"skipped {item.path}: {item.reason}")
+    if failed:
+        raise click.ClickException(f"{len(failed)} run(s) failed (see above)")
 
 
 @main.group()

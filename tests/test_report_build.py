@@ -189,7 +189,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, setup: str) -> None
     result = CliRunner().invoke(report_command, [*args, "--out", str(out)])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
 
 
 def test_report_package_imports_no_runner_optimizer_or_torch() -> None:

@@ -55,6 +55,20 @@ def test_float_format_and_folder_match_deepobs():
     )
 
 
+def test_folder_names_leave_out_defaults_and_stay_short():
+    from bdhf_bench.optim import get_optimizer
+
+    entry = get_optimizer("bdhf")
+    spec = _spec(optimizer="bdhf", hyperparameters=entry.resolve({"damping": 1.0}))
+    assert setting_folder(spec, 4, None, entry.resolve({})) == (
+        "num_epochs__4__batch_size__50__damping__1.e+00"
+    )
+    full = setting_folder(spec, 4, None)
+    assert len(full) <= 200 and full.startswith("num_epochs__4__batch_size__50__backtrack")
+    other = _spec(optimizer="bdhf", hyperparameters=entry.resolve({"damping": 2.0}))
+    assert setting_folder(other, 4, None) != full
+
+
 def test_atomic_file_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.json"
     target.write_text("old")

@@ -10,10 +10,14 @@ from .baselines import default_baselines_path
 from .build import ReportInputError, build_report
 
 
+class _BadInput(click.ClickException):
+    """Bad input: Click prints ``Error: <message>`` as one line on stderr; exit code 2."""
+
+    exit_code = 2
+
+
 def _fail(message: str) -> None:
-    """One clear line on stderr, exit code 2 (bad input)."""
-    click.echo(f"error: {message}", err=True)
-    raise SystemExit(2)
+    raise _BadInput(message)
 
 
 @click.command("report")

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..data import load_splits, train_stream
+from ..data import DEFAULT_SYNTHETIC_SIZES, load_splits, train_stream
 from ..optim import BlockDiagonalHF, ModelClosure, get_optimizer
 from ..problems import Problem, get_problem, seeded_model
 from .cost import CostModel, measure_cost
@@ -102,6 +102,31 @@ class _Timer:
         return 0.0 if self._start is None else time.perf_counter() - self._start
 
 
+def problem_data(
+    problem: Problem,
+    *,
+    batch_size: int,
+    source: str,
+    data_dir: Path | None,
+    device: torch.device,
+    seed: int,
+):
+    """The problem's data splits on ``device``; synthetic data gets at least four training
+    batches and one test batch, whatever the problem's batch size."""
+    synthetic = (
+        max(DEFAULT_SYNTHETIC_SIZES[0], 5 * batch_size),
+        max(DEFAULT_SYNTHETIC_SIZES[1], batch_size),
+    )
+    return load_splits(
+        problem.dataset,
+        data_dir=data_dir if data_dir is not None else DEFAULT_DATA_DIR,
+        source=source,
+        device=device,
+        seed=seed,
+        synthetic_sizes=synthetic,
+    )
+
+
 class Trainer:
     """One run from its spec to its result dict."""
 
@@ -118,10 +143,11 @@ class Trainer:
 
     def _setup(self) -> None:
         spec, problem = self.spec, self.problem
-        self.splits = load_splits(
-            problem.dataset,
-            data_dir=self.ex.data_dir if self.ex.data_dir is not None else DEFAULT_DATA_DIR,
+        self.splits = problem_data(
+            problem,
+            batch_size=spec.batch_size,
             source=spec.data,
+            data_dir=self.ex.data_dir,
             device=self.device,
             seed=spec.seed,
         )
@@ -407,4 +433,5 @@ class Trainer:
         return result
 
     def setting(self, result: dict[str, Any]) -> str:
-        return setting_folder(self.spec, result["num_epochs"], self.spec.weight_decay)
+        defaults = self.entry.resolve({})
+        return setting_folder(self.spec, result["num_epochs"], self.spec.weight_decay, defaults)

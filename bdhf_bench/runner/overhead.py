@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 
-from ..data import load_splits, train_stream
+from ..data import train_stream
 from ..optim import BlockDiagonalHF, ModelClosure, get_optimizer
 from ..problems import get_problem, seeded_model
 from .cost import measure_cost
-from .loop import DEFAULT_DATA_DIR
+from .loop import problem_data
 
 
 @dataclass
@@ -55,12 +55,8 @@ def measure_overhead(
     names = [n for n, _ in optimizers]
     if "adam" not in names:
         optimizers = [("adam", {}), *optimizers]
-    splits = load_splits(
-        problem.dataset,
-        data_dir=data_dir if data_dir is not None else DEFAULT_DATA_DIR,
-        source=data,
-        device=device,
-        seed=seed,
+    splits = problem_data(
+        problem, batch_size=batch, source=data, data_dir=data_dir, device=device, seed=seed
     )
     stream = train_stream(splits, batch, seed=seed, augment=problem.augment)
     batches = []

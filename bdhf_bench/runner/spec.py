@@ -96,12 +96,29 @@ def float2str(x: float) -> str:
     return mantissa.rstrip("0") + "e" + exponent
 
 
-def setting_folder(spec: RunSpec, num_epochs: int, weight_decay: float | None) -> str:
-    """DeepOBS's setting folder name: budget, batch size, weight decay, sorted hyperparameters."""
+MAX_FOLDER_NAME = 200
+"""File systems allow 255 bytes per name; longer setting names end in a hash instead."""
+
+
+def setting_folder(
+    spec: RunSpec,
+    num_epochs: int,
+    weight_decay: float | None,
+    defaults: Mapping[str, Any] | None = None,
+) -> str:
+    """DeepOBS's setting folder name: budget, batch size, weight decay, then the sorted
+    hyperparameters. With ``defaults``, only hyperparameters that differ from them are named
+    (an HF optimizer has a dozen; the result file lists them all), which keeps names short.
+    """
     name = f"num_epochs__{num_epochs}__batch_size__{spec.batch_size}"
     if weight_decay is not None:
         name += f"__weight_decay__{float2str(float(weight_decay))}"
     for key, value in sorted(spec.hyperparameters.items()):
+        if defaults is not None and key in defaults and defaults[key] == value:
+            continue
         text = float2str(value) if isinstance(value, float) else str(value)
         name += f"__{key}__{text}"
+    if len(name.encode()) > MAX_FOLDER_NAME:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        name = name.encode()[: MAX_FOLDER_NAME - 14].decode(errors="ignore") + "__" + digest
     return name

@@ -1,0 +1,299 @@
+"""Running a grid on a Ray cluster: one Ray task per run, one GPU each (one CPU without GPUs).
+
+The scheduling is Ray's, the guarantees are the results folder's: every task calls ``run_one``
+against a ``ResultStore`` on the shared results path, so finished runs are skipped, a run held by
+another process comes back "busy" (and is tried again later), and two processes never train the
+same run. A worker that dies mid-run (SIGKILL, out of memory, a lost node) releases its flock with
+its process and leaves its last checkpoint; the driver submits the run again, a bounded number of
+times, and the new task resumes from that checkpoint. Ray itself never retries (``max_retries=0``)
+so that every crash is seen, counted and reported here.
+
+Ray is optional (``pip install bdhf-bench[ray]``) and imported only when this executor starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from .executors import WAIT_POLL, GridReport
+from .loop import DEFAULT_DATA_DIR, Execution
+from .run import RunOutcome, run_one
+from .spec import RunSpec
+from .store import ResultStore
+
+INSTALL_HINT = "pip install 'bdhf-bench[ray]'"
+DEFAULT_CRASH_RETRIES = 2
+HEARTBEAT = 60.0
+"""Seconds without a finished run after which the driver prints a progress line anyway."""
+
+
+class RayUnavailableError(RuntimeError):
+    """Ray is not installed (the message says how to install it)."""
+
+
+class RayClusterError(RuntimeError):
+    """The Ray cluster cannot be reached or cannot run what was asked (one line)."""
+
+
+def import_ray() -> ModuleType:
+    """The ``ray`` module, or a one-line error saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailableError(
+            f"--executor ray needs Ray, which is not installed; install it with: {INSTALL_HINT}"
+        ) from None
+    return ray
+
+
+def _task_device(requested: str | None) -> torch.device:
+    """The device inside a task: the GPU Ray assigned (it sets CUDA_VISIBLE_DEVICES, so it is
+    always ``cuda:0`` here), else the CPU."""
+    if requested is not None and torch.device(requested).type == "cpu":
+        return torch.device("cpu")
+    import ray
+
+    if ray.get_gpu_ids() and torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    if requested is not None:
+        raise RuntimeError(f"device {requested!r} asked for, but Ray assigned this task no GPU")
+    return torch.device("cpu")
+
+
+def _ray_task(
+    spec: RunSpec, root: str, execution: Execution, device: str | None
+) -> tuple[str, str | None, str | None]:
+    """One run inside a Ray worker; returns (status, result path, error). Errors of the run
+    itself come back as values; only a dying worker surfaces as a Ray exception."""
+    try:
+        execution = replace(execution, device=_task_device(device))
+        out = run_one(spec, ResultStore(root), execution)
+        return out.status, str(out.path) if out.path else None, None
+    except Exception as exc:  # reported to the driver, never fatal for the grid
+        where = f"{socket.gethostname()} pid {os.getpid()}"
+        trace = traceback.format_exc(limit=3)
+        return "failed", None, f"{type(exc).__name__}: {exc} (on {where})\n{trace}"
+
+
+class RayExecutor:
+    """Runs specs as Ray tasks on an existing cluster (``address``: "auto" or "HOST:PORT") or
+    on a local cluster started on first use and shut down by ``close``.
+
+    Same interface as ``LocalExecutor``: ``run(specs, store)`` returns outcomes in spec order and
+    progress lines go to ``echo``. ``device`` None means "a GPU per run when the cluster has
+    GPUs, else a CPU"; "cpu" forces CPU runs; "cuda" requires GPUs.
+    """
+
+    def __init__(
+        self,
+        execution: Execution | None = None,
+        address: str | None = None,
+        echo: Callable[[str], None] | None = None,
+        device: str | None = None,
+        crash_retries: int = DEFAULT_CRASH_RETRIES,
+        num_cpus: int | None = None,
+        heartbeat: float = HEARTBEAT,
+    ) -> None:
+        if crash_retries < 0:
+            raise ValueError(f"crash_retries must be >= 0, got {crash_retries}")
+        if device is not None and torch.device(device).type not in ("cpu", "cuda"):
+            raise ValueError(f"unsupported device {device!r}; valid: cpu, cuda")
+        self.execution = execution or Execution(torch.device("cpu"))
+        self.address = address
+        self.echo = echo or (lambda text: None)
+        self.device = device
+        self.crash_retries = crash_retries
+        self.num_cpus = num_cpus
+        """CPUs of a local cluster started here (None: every core)."""
+        self.heartbeat = heartbeat
+        self.crashes = 0
+        """Worker deaths seen so far (each one retried or reported)."""
+        self._ray: ModuleType | None = None
+        self._owned = False
+        self._resources: dict[str, float] = {}
+        self._slots = 1
+        self.use_gpus = False
+
+    # -- cluster ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect to the cluster (or start the local one) and decide what a run asks for.
+
+        Called by ``run``; call it earlier to fail before any work when the cluster is
+        unreachable. Raises ``RayUnavailableError`` or ``RayClusterError``.
+        """
+        if self._ray is not None:
+            return
+        ray = import_ray()
+        if not ray.is_initialized():
+            options: dict[str, Any] = {
+                "log_to_driver": False,
+                "logging_level": logging.WARNING,
+                "include_dashboard": False,
+            }
+            try:
+                if self.address:
+                    ray.init(address=self.address, **options)
+                else:
+                    ray.init(address="local", num_cpus=self.num_cpus, **options)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = self.address or "a local cluster"
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
+                raise RayClusterError(f"cannot start or reach Ray at {where}: {first}") from None
+            self._owned = True
+        self._ray = ray
+        self._resources = dict(ray.cluster_resources())
+        gpus = int(self._resources.get("GPU", 0))
+        if self.device is not None and torch.device(self.device).type == "cuda" and not gpus:
+            self.close()
+            raise RayClusterError(f"device {self.device!r} asked for; the Ray cluster has no GPU")
+        self.use_gpus = gpus > 0 and self.device != "cpu"
+        self._slots = max(1, gpus if self.use_gpus else int(self._resources.get("CPU", 1)))
+
+    def describe(self) -> str:
+        """One line: where runs go and what each asks for."""
+        self.start()
+        kind = "local Ray cluster" if self._owned and not self.address else "Ray cluster"
+        per_run = "1 GPU" if self.use_gpus else "1 CPU"
+        return f"{kind}: {self._slots} run(s) at once, {per_run} each"
+
+    def close(self) -> None:
+        """Shut down the local cluster this executor started (a cluster it joined stays up)."""
+        if self._ray is not None and self._owned:
+            self._ray.shutdown()
+        self._ray = None
+        self._owned = False
+
+    def __enter__(self) -> RayExecutor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    def run(self, specs: Sequence[RunSpec], store: ResultStore) -> list[RunOutcome]:
+        """Every spec run (or skipped) to completion; outcomes in the order of ``specs``.
+
+        A run whose task raised is failed at once; a run whose worker died is submitted again up
+        to ``crash_retries`` times (resuming its checkpoint) before it is failed; a busy run is
+        submitted again every few seconds until its holder finishes or dies.
+        """
+        self.start()
+        ray = self._ray
+        assert ray is not None
+        from ray.exceptions import RayError, RayTaskError
+
+        remote = ray.remote(_ray_task).options(
+            num_cpus=1, num_gpus=1 if self.use_gpus else 0, max_retries=0, name="bdhf-bench run"
+        )
+        root = str(Path(store.root).resolve())
+        execution = replace(
+            self.execution,
+            progress=False,
+            data_dir=Path(self.execution.data_dir or DEFAULT_DATA_DIR).resolve(),
+        )
+        report = GridReport(total=len(specs))
+        outcomes: dict[int, RunOutcome] = {}
+        crashes = [0] * len(specs)
+        later: list[tuple[float, int]] = []  # (time, index): busy runs to submit again
+        pending: dict[Any, int] = {}
+        started = time.monotonic()
+        last_line = started
+
+        def submit(i: int) -> None:
+            pending[remote.remote(specs[i], root, execution, self.device)] = i
+
+        def settle(i: int, out: RunOutcome) -> None:
+            outcomes[i] = out
+            report.running = min(len(pending), self._slots)
+            if out.status == "failed":
+                report.failed += 1
+                self.echo(f"FAILED {out.spec.label()}: {(out.error or '').splitlines()[0]}")
+            else:
+                report.done += 1
+            eta = self._eta(report, started)
+            self.echo(f"{out.status}: {out.spec.label()} | {report.line(eta)}")
+
+        try:
+            for i in range(len(specs)):
+                submit(i)
+            while pending or later:
+                now = time.monotonic()
+                for item in [x for x in later if x[0] <= now]:
+                    later.remove(item)
+                    submit(item[1])
+                if not pending:
+                    time.sleep(max(0.0, min(t for t, _ in later) - now))
+                    continue
+                wait = self.heartbeat - (now - last_line)
+                if later:
+                    wait = min(wait, min(t for t, _ in later) - now)
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.05, wait))
+                if not ready:
+                    if time.monotonic() - last_line >= self.heartbeat:
+                        report.running = min(len(pending), self._slots)
+                        eta = self._eta(report, started)
+                        self.echo(f"in progress: {report.line(eta)}")
+                        last_line = time.monotonic()
+                    continue
+                last_line = time.monotonic()
+                ref = ready[0]
+                i = pending.pop(ref)
+                spec = specs[i]
+                try:
+                    status, path, error = ray.get(ref)
+                except RayTaskError as exc:  # the task itself raised: retrying would not help
+                    cause = getattr(exc, "cause", None) or exc
+                    error = f"{type(cause).__name__}: {_first_line(cause)}"
+                    settle(i, RunOutcome(spec, "failed", error=error))
+                    continue
+                except RayError as exc:  # the worker (or its node) died: resume elsewhere
+                    self.crashes += 1
+                    crashes[i] += 1
+                    reason = f"{type(exc).__name__}: {_first_line(exc)}"
+                    if crashes[i] <= self.crash_retries:
+                        self.echo(
+                            f"worker died running {spec.label()} ({reason}); "
+                            f"retry {crashes[i]}/{self.crash_retries} from its checkpoint"
+                        )
+                        submit(i)
+                    else:
+                        error = f"worker died {crashes[i]} times; last: {reason}"
+                        settle(i, RunOutcome(spec, "failed", error=error))
+                    continue
+                if status == "busy":
+                    later.append((time.monotonic() + WAIT_POLL, i))
+                    continue
+                settle(i, RunOutcome(spec, status, Path(path) if path else None, error=error))
+        except BaseException:
+            # Interrupted (Ctrl-C): stop the runs in flight; their locks die with their workers
+            # and their checkpoints are resumed by the next invocation.
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+        return [outcomes[i] for i in range(len(specs))]
+
+    @staticmethod
+    def _eta(report: GridReport, started: float) -> float | None:
+        finished = report.done + report.failed
+        if not finished:
+            return None
+        return (time.monotonic() - started) / finished * (report.total - finished)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -98,6 +98,128 @@ def _data_error(exc: Exception) -> click.ClickException:
     return click.ClickException(str(exc))
 
 
+def _executor_options(func):
+    """--executor, --address and --emit-slurm, shared by ``tune`` and ``leaderboard``."""
+    decorators = [
+        click.option(
+            "--executor",
+            "executor_kind",
+            type=click.Choice(["local", "ray"]),
+            default="local",
+            show_default=True,
+            help="Run here (--workers at a time) or as Ray tasks, one GPU (or CPU) each.",
+        ),
+        click.option(
+            "--address",
+            metavar="auto|HOST:PORT",
+            help="Ray cluster to join (default: start a local one for this command).",
+        ),
+        click.option(
+            "--emit-slurm",
+            type=click.Path(dir_okay=False, path_type=Path),
+            metavar="FILE",
+            help="Write a SLURM array job script (a run per task) and its spec file; run nothing.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def _device_name(name: str | None) -> str | None:
+    """A device name checked for form only (the runs use another machine's devices)."""
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BadInput(f"unknown device {name!r}; valid: cpu, cuda") from None
+    if device.type not in ("cpu", "cuda") or device.index is not None:
+        raise BadInput(f"unsupported device {name!r} here; valid: cpu, cuda")
+    return name
+
+
+def _executor(
+    kind: str, address: str | None, workers: int, device: str | None, data_dir, quiet: bool
+):
+    """The executor for --executor: LocalExecutor, or a started RayExecutor (so that a missing
+    Ray or an unreachable cluster fails before any run), closed with the command."""
+    from .runner import Execution
+
+    if kind == "local":
+        from .runner.executors import LocalExecutor
+
+        if address is not None:
+            raise BadInput("--address is for --executor ray")
+        progress = not quiet and workers == 1
+        execution = Execution(device=_device(device), data_dir=data_dir, progress=progress)
+        return LocalExecutor(workers, execution, echo=click.echo)
+    from .runner.ray_executor import RayClusterError, RayExecutor, RayUnavailableError
+
+    if workers != 1:
+        raise BadInput("--workers is for --executor local; Ray runs as many as the cluster fits")
+    execution = Execution(device=torch.device("cpu"), data_dir=data_dir, progress=False)
+    executor = RayExecutor(execution, address, echo=click.echo, device=_device_name(device))
+    try:
+        executor.start()
+    except (RayUnavailableError, RayClusterError) as exc:
+        raise BadInput(str(exc)) from None
+    click.get_current_context().call_on_close(executor.close)
+    click.echo(executor.describe())
+    return executor
+
+
+def _emit_slurm(
+    path: Path,
+    specs,
+    results: Path,
+    device: str | None,
+    data_dir,
+    title: str,
+    then: str,
+    ray: bool,
+) -> None:
+    """Write the SLURM script and spec file for ``specs`` instead of running them."""
+    from .runner.slurm import write_slurm
+
+    if ray:
+        raise BadInput("--emit-slurm writes a script and runs nothing; drop --executor/--address")
+    if not specs:
+        raise BadInput("no runs to put in a SLURM script")
+    try:
+        script, spec_file = write_slurm(
+            path,
+            specs,
+            results,
+            title=title,
+            then=then,
+            data_dir=data_dir,
+            device=_device_name(device),
+        )
+    except OSError as exc:
+        raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
+    click.echo(f"SLURM array of {len(specs)} run(s): sbatch {script}  (specs: {spec_file})")
+
+
+def _rerun_command(command: str) -> str:
+    """This command line without --emit-slurm (when it is one), for the script's header."""
+    import shlex
+    import sys
+
+    argv = sys.argv[1:]
+    if Path(sys.argv[0]).name not in ("bdhf-bench", "__main__.py") or command not in argv:
+        return f"bdhf-bench {command} <the same options, without --emit-slurm>"
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--emit-slurm":
+            skip = True
+        elif not arg.startswith("--emit-slurm="):
+            kept.append(arg)
+    return shlex.join(["bdhf-bench", *kept])
+
+
 def _run_options(func):
     """Options shared by ``run`` and ``tune``."""
     decorators = [
@@ -294,6 +416,7 @@ def run(
 @click.option(
     "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs at once."
 )
+@_executor_options
 def tune(
     problem: str,
     optimizer: str,
@@ -304,6 +427,9 @@ def tune(
     final_seeds: int,
     hps: tuple[str, ...],
     workers: int,
+    executor_kind: str,
+    address: str | None,
+    emit_slurm: Path | None,
     batch_size: int | None,
     epochs: int | None,
     steps: int | None,
@@ -319,8 +445,6 @@ def tune(
     """Tune an optimizer on a problem (DeepOBS protocol): search on one seed, select on the
     validation metric, rerun the best setting with more seeds."""
     from .data import MissingDataError
-    from .runner import Execution
-    from .runner.executors import LocalExecutor
     from .runner.tune import (
         GridFileError,
         TunePlan,
@@ -350,7 +474,6 @@ def tune(
         )
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    dev = _device(device)
     store = _store(output_dir)
     plan = TunePlan(
         problem=prob,
@@ -364,8 +487,17 @@ def tune(
         tuning_seed=tuning_seed,
         final_seeds=list(range(tuning_seed, tuning_seed + final_seeds)),
     )
-    execution = Execution(device=dev, data_dir=data_dir, progress=not quiet and workers == 1)
-    executor = LocalExecutor(workers, execution, echo=click.echo)
+    if emit_slurm is not None:
+        then = (
+            f"{_rerun_command('tune')}\n#          skips these search runs, selects on validation "
+            f"and runs the {final_seeds} final seed(s)."
+        )
+        title = f"the search of tuning {entry.name} on {prob.name}"
+        specs = plan.search_specs()
+        ray = executor_kind != "local" or address is not None
+        _emit_slurm(emit_slurm, specs, output_dir, device, data_dir, title, then, ray)
+        return
+    executor = _executor(executor_kind, address, workers, device, data_dir, quiet)
     click.echo(f"search: {len(settings)} settings of {entry.name} on {prob.name}")
     try:
         outcomes = executor.run(plan.search_specs(), store)
@@ -453,9 +585,13 @@ def overhead(
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+@_executor_options
 def leaderboard(
     suite_name: str,
     workers: int,
+    executor_kind: str,
+    address: str | None,
+    emit_slurm: Path | None,
     device: str | None,
     data_dir: Path | None,
     results: Path | None,
@@ -466,8 +602,6 @@ def leaderboard(
     from .data import MissingDataError
     from .report.baselines import default_baselines_path
     from .report.build import ReportInputError, build_report
-    from .runner import Execution
-    from .runner.executors import LocalExecutor
     from .runner.suite import SuiteError, load_suite, run_suite
 
     try:
@@ -477,9 +611,17 @@ def leaderboard(
     results = results or suite.results
     out = out or suite.report
     store = _store(results)
-    dev = _device(device)
-    execution = Execution(device=dev, data_dir=data_dir, progress=not quiet and workers == 1)
-    executor = LocalExecutor(workers, execution, echo=click.echo)
+    if emit_slurm is not None:
+        specs = suite.runs + [s for plan in suite.tunings for s in plan.search_specs()]
+        then = (
+            f"{_rerun_command('leaderboard')}\n#          skips these runs, runs the final seeds "
+            "of any tuned optimizer and writes the leaderboard."
+        )
+        title = f"suite {suite.name} (fixed runs and tuning searches)"
+        ray = executor_kind != "local" or address is not None
+        _emit_slurm(emit_slurm, specs, results, device, data_dir, title, then, ray)
+        return
+    executor = _executor(executor_kind, address, workers, device, data_dir, quiet)
     click.echo(f"suite {suite.name}: {suite.size()} runs -> {results}")
     try:
         outcomes = run_suite(suite, store, executor, echo=click.echo)
@@ -496,6 +638,51 @@ def leaderboard(
         click.echo(f"skipped {item.path}: {item.reason}")
     if failed:
         raise click.ClickException(f"{len(failed)} run(s) failed (see above)")
+
+
+@main.command("run-spec", hidden=True)
+@click.option(
+    "--specs",
+    "specs_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Spec file written by --emit-slurm.",
+)
+@click.option(
+    "--index",
+    type=click.IntRange(min=0),
+    required=True,
+    envvar="SLURM_ARRAY_TASK_ID",
+    help="Which spec (default: $SLURM_ARRAY_TASK_ID).",
+)
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--device", help="cpu, cuda or cuda:N (default: the GPU when there is one).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def run_spec(
+    specs_file: Path,
+    index: int,
+    output_dir: Path,
+    device: str | None,
+    data_dir: Path | None,
+    quiet: bool,
+) -> None:
+    """Plumbing for SLURM array tasks: run spec INDEX of a spec file (skipped when finished,
+    resumed from its checkpoint, waited for while another process holds it)."""
+    from .data import MissingDataError
+    from .runner import Execution
+    from .runner.slurm import SpecFileError, load_spec, run_until_done
+
+    try:
+        spec = load_spec(specs_file, index)
+    except SpecFileError as exc:
+        raise BadInput(str(exc)) from None
+    execution = Execution(device=_device(device), data_dir=data_dir, progress=not quiet)
+    try:
+        out = run_until_done(spec, _store(output_dir), execution, echo=click.echo)
+    except MissingDataError as exc:
+        raise _data_error(exc) from None
+    click.echo(_outcome_line(out))
 
 
 @main.group()

@@ -129,14 +129,19 @@ class ResultStore:
     def write_result(
         self, spec: RunSpec, result: dict[str, Any], setting: str, diverged: bool
     ) -> Path:
-        """Write the result file, then the finished-record, then drop the checkpoint."""
+        """Write the finished-record, then the result file it names, then drop the checkpoint.
+
+        In that order a process killed in between leaves a record naming a missing file, which
+        ``finished`` ignores, so the retry's result replaces it; the other order would leave a
+        result file without a record, and the retry would write a second one.
+        """
         stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
         path = self.result_dir(spec, setting, diverged) / f"random_seed__{spec.seed}__{stamp}.json"
-        write_json(path, result)
         write_json(
             self._runs(spec.run_id, ".json"),
             {"result": str(path.relative_to(self.root)), "spec": spec.identity()},
         )
+        write_json(path, result)
         with contextlib.suppress(FileNotFoundError):
             self.checkpoint_path(spec).unlink()
         return path

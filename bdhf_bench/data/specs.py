@@ -9,8 +9,9 @@ same size.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
+
+from ..plugins import unknown_name_message
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,7 @@ def get_spec(dataset: str) -> DatasetSpec:
     try:
         return SPECS[dataset]
     except KeyError:
-        close = difflib.get_close_matches(str(dataset), SPECS, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(
-            f"unknown data set {dataset!r}{hint}; valid: {', '.join(sorted(SPECS))}"
-        ) from None
+        raise ValueError(unknown_name_message("data set", str(dataset), SPECS)) from None
 
 
 def dataset_names() -> list[str]:

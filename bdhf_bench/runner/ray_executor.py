@@ -161,6 +161,11 @@ class RayExecutor:
         self.use_gpus = gpus > 0 and self.device != "cpu"
         self._slots = max(1, gpus if self.use_gpus else int(self._resources.get("CPU", 1)))
 
+    @property
+    def slots(self) -> int:
+        """Runs the cluster holds at once (GPUs, or CPUs without GPUs); 1 before ``start``."""
+        return self._slots
+
     def describe(self) -> str:
         """One line: where runs go and what each asks for."""
         self.start()

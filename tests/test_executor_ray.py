@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ from bdhf_bench.cli import main
 from bdhf_bench.optim import get_optimizer
 from bdhf_bench.runner import Budget, Execution, ResultStore, RunSpec
 from bdhf_bench.runner.executors import LocalExecutor
-from bdhf_bench.runner.ray_executor import RayExecutor
+from bdhf_bench.runner.ray_executor import RayClusterError, RayExecutor, _probe
 
 ray = pytest.importorskip("ray", reason="Ray is a dev dependency; pip install -e '.[dev]'")
 
@@ -177,3 +178,13 @@ def test_ray_only_options_are_checked(tmp_path):
     assert res.exit_code == 2 and "--address is for --executor ray" in res.output
     res = CliRunner().invoke(main, [*base, "--executor", "ray", "--workers", "2"])
     assert res.exit_code == 2 and "--workers is for --executor local" in res.output
+
+
+def test_an_unreachable_cluster_address_fails_at_once():
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(RayClusterError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
+        _probe(f"127.0.0.1:{port}")
+    assert time.monotonic() - started < 5

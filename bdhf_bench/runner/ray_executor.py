@@ -34,6 +34,8 @@ from .store import ResultStore
 
 INSTALL_HINT = "pip install 'bdhf-bench[ray]'"
 DEFAULT_CRASH_RETRIES = 2
+CONNECT_TIMEOUT = 10.0
+"""Seconds to wait for a HOST:PORT cluster to answer (Ray itself retries for minutes)."""
 HEARTBEAT = 60.0
 """Seconds without a finished run after which the driver prints a progress line anyway."""
 
@@ -55,6 +57,19 @@ def import_ray() -> ModuleType:
             f"--executor ray needs Ray, which is not installed; install it with: {INSTALL_HINT}"
         ) from None
     return ray
+
+
+def _probe(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Fail fast when a HOST:PORT address does not answer: ``ray.init`` would retry for a long
+    time, printing warnings, before it gives up."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", or a form Ray checks itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise RayClusterError(f"cannot reach the Ray cluster at {address}: {reason}") from None
 
 
 def _task_device(requested: str | None) -> torch.device:
@@ -142,6 +157,8 @@ class RayExecutor:
                 "logging_level": logging.WARNING,
                 "include_dashboard": False,
             }
+            if self.address:
+                _probe(self.address)
             try:
                 if self.address:
                     ray.init(address=self.address, **options)

@@ -166,8 +166,9 @@ class RayExecutor:
                     ray.init(address="local", num_cpus=self.num_cpus, **options)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = self.address or "a local cluster"
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
-                raise RayClusterError(f"cannot start or reach Ray at {where}: {first}") from None
+                raise RayClusterError(
+                    f"cannot start or reach Ray at {where}: {_first_line(exc)}"
+                ) from None
             self._owned = True
         self._ray = ray
         self._resources = dict(ray.cluster_resources())

@@ -511,9 +511,10 @@ def tune(
         final = executor.run(plan.final_specs(best), store)
         for out in final:
             click.echo(_outcome_line(out))
+        outcomes = [*outcomes, *final]
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
-        raise click.ClickException(f"{len(failed)} search run(s) failed (see above)")
+        raise click.ClickException(f"{len(failed)} run(s) failed (see above)")
 
 
 @main.command()

@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -59,6 +60,14 @@ def _worker_run(
         return out.status, str(out.path) if out.path else None, None
     except Exception as exc:  # reported to the driver, never fatal for the grid
         return "failed", None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+
+
+class Executor(Protocol):
+    """What runs a list of specs: ``LocalExecutor``, ``RayExecutor``."""
+
+    def run(self, specs: Sequence[RunSpec], store: ResultStore) -> list[RunOutcome]:
+        """Every spec run (or skipped) to completion; outcomes in the order of ``specs``."""
+        ...
 
 
 class LocalExecutor:

@@ -38,7 +38,7 @@ else:  # pragma: no cover
 
 from ..optim import get_optimizer
 from ..problems import get_problem
-from .executors import LocalExecutor
+from .executors import Executor
 from .run import RunOutcome
 from .spec import DATA_SOURCES, Budget, RunSpec
 from .store import ResultStore
@@ -172,7 +172,7 @@ def _add_experiment(suite: Suite, exp: Mapping[str, Any]) -> None:
 def run_suite(
     suite: Suite,
     store: ResultStore,
-    executor: LocalExecutor,
+    executor: Executor,
     echo: Callable[[str], None] = lambda text: None,
 ) -> list[RunOutcome]:
     """Every run of the suite (finished ones are skipped); tunings search, then rerun."""

@@ -19,12 +19,15 @@ A suite file::
     hyperparameters = { adam = { lr = 1e-3 } }   # per optimizer, fixed
     tune = { adam = "grids/adam_lr.toml" }       # per optimizer: search this grid on
                                                  # tuning_seed, rerun the best with `seeds`
+    sweep = { curvature_fraction = [0.125, 1.0] }  # fixed runs at every combination (for the
+                                                   # optimizers not tuned here)
 
 Every key is checked when the suite is loaded, so a mistake fails before any run starts.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +62,7 @@ EXPERIMENT_KEYS = {
     "hyperparameters",
     "tune",
     "tuning_seed",
+    "sweep",
 }
 
 
@@ -145,9 +149,12 @@ def _add_experiment(suite: Suite, exp: Mapping[str, Any]) -> None:
     }
     fixed_hps = exp.get("hyperparameters", {})
     tune = exp.get("tune", {})
+    sweep = exp.get("sweep", {})
+    if not all(isinstance(v, list) and v for v in sweep.values()):
+        raise ValueError("sweep values must be non-empty lists")
+    points = [dict(zip(sweep, values)) for values in itertools.product(*sweep.values())] or [{}]
     for opt in exp["optimizers"]:
         entry = get_optimizer(opt)
-        hps = entry.resolve(fixed_hps.get(opt, {}))
         if opt in tune:
             grid_path = suite.path.parent / tune[opt]
             grid, fixed = load_grid_file(grid_path, entry)
@@ -163,7 +170,11 @@ def _add_experiment(suite: Suite, exp: Mapping[str, Any]) -> None:
                 )
             )
         else:
-            suite.runs += [RunSpec(problem.name, entry.name, hps, seed, **common) for seed in seeds]
+            for point in points:
+                hps = entry.resolve({**fixed_hps.get(opt, {}), **point})
+                suite.runs += [
+                    RunSpec(problem.name, entry.name, hps, seed, **common) for seed in seeds
+                ]
     unknown_opts = (set(fixed_hps) | set(tune)) - set(exp["optimizers"])
     if unknown_opts:
         raise ValueError(f"hyperparameters or tune for optimizers not listed: {unknown_opts}")
@@ -175,12 +186,15 @@ def run_suite(
     executor: Executor,
     echo: Callable[[str], None] = lambda text: None,
 ) -> list[RunOutcome]:
-    """Every run of the suite (finished ones are skipped); tunings search, then rerun."""
-    outcomes = executor.run(suite.runs, store) if suite.runs else []
+    """Every run of the suite (finished ones are skipped): tunings first (search, then the
+    winner's seeds), then the fixed runs."""
+    outcomes: list[RunOutcome] = []
     for plan in suite.tunings:
         echo(f"tuning {plan.entry.name} on {plan.problem.name}: {len(plan.settings)} settings")
         search = executor.run(plan.search_specs(), store)
         best, _ = plan.select(search)
         echo(f"selected on validation: {best}")
         outcomes += search + executor.run(plan.final_specs(best), store)
+    if suite.runs:
+        outcomes += executor.run(suite.runs, store)
     return outcomes

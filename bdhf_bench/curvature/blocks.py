@@ -5,8 +5,8 @@ parameter-owning module (a Linear's weight and bias, a BatchNorm's affine pair, 
 ``"tensor"`` makes every tensor a block, ``"all"`` makes one block (full Hessian-free), and a
 mapping ``{name: [glob, ...]}`` names groups of parameter names.
 
-``BlockLayout`` lays the blocks end to end in one flat vector so that CG runs every block's
-recurrence at once with segment reductions instead of a Python loop over blocks.
+``BlockLayout`` lays the blocks end to end in one flat vector, so each block is one contiguous
+segment that CG works on through views.
 """
 
 from __future__ import annotations
@@ -139,11 +139,6 @@ class BlockLayout:
         self.numels = [p.numel() for p in self.params]
         self.block_numels = [sum(p.numel() for p in b) for b in self.blocks]
         self.numel = sum(self.numels)
-        ref = self.params[0]
-        self.segment_ids = torch.repeat_interleave(
-            torch.arange(len(self.blocks), device=ref.device),
-            torch.tensor(self.block_numels, device=ref.device),
-        )
         bounds = [0]
         for n in self.block_numels:
             bounds.append(bounds[-1] + n)
@@ -180,22 +175,17 @@ class BlockLayout:
         views = iter(self.unpack(flat))
         return [[next(views) for _ in b] for b in self.blocks]
 
-    def block_sum(self, x: Tensor) -> Tensor:
-        """Sum of ``x`` over each block's segment, in float64: shape (num_blocks,).
+    def block_dot(self, a: Tensor, b: Tensor, active: Sequence[bool] | None = None) -> Tensor:
+        """Per-block inner products, shape (num_blocks,) in float64; 0 for inactive blocks.
 
-        Each segment is summed by ``torch.sum`` (pairwise on CPU, a tree on CUDA): accurate and
-        deterministic. CG's recurrences are sensitive to summation error, and a sequential
-        scatter-add measurably delays convergence on ill-conditioned blocks.
+        Each is a BLAS dot on the block's segment (accurate, deterministic): CG's recurrences
+        are sensitive to summation error, and a sequential scatter-add measurably delays its
+        convergence on ill-conditioned blocks.
         """
-        x = x.to(torch.float64)
-        if self.num_blocks == 1:
-            return x.sum().reshape(1)
-        return torch.stack([seg.sum() for seg in x.split(self.block_numels)])
-
-    def block_dot(self, a: Tensor, b: Tensor) -> Tensor:
-        """Per-block inner products, accumulated in float64: shape (num_blocks,)."""
-        return self.block_sum(a * b)
-
-    def expand(self, per_block: Tensor) -> Tensor:
-        """A per-block value broadcast to every element of its segment."""
-        return per_block[self.segment_ids]
+        active = active if active is not None else [True] * self.num_blocks
+        zero = a.new_zeros(())
+        parts = [
+            torch.dot(a_k, b_k) if on else zero
+            for on, a_k, b_k in zip(active, a.split(self.block_numels), b.split(self.block_numels))
+        ]
+        return torch.stack(parts).to(torch.float64)

@@ -130,16 +130,9 @@ def block_cg(
                 ap_k.add_(p_k, alpha=lam[k])
         return ap
 
-    def dots(u: Tensor, v: Tensor, active: Sequence[bool]) -> Tensor:
-        """Per-block inner products (BLAS reductions), as float64; 0 for inactive blocks."""
-        parts = [
-            torch.dot(u_k, v_k) if a else zero
-            for a, u_k, v_k in zip(active, u.split(sizes), v.split(sizes))
-        ]
-        return torch.stack(parts).to(torch.float64)
+    dots = layout.block_dot
 
     everyone = [True] * nb
-    zero = torch.zeros((), dtype=dtype, device=dev)
     block_products = [0] * nb
     matvecs = 0
 
@@ -155,6 +148,7 @@ def block_cg(
         matvecs += 1
         block_products = [1] * nb
         phi = 0.5 * dots(r - b, x, everyone)
+    # y = M^-1 r; without a preconditioner y is r itself.
     y = r if preconditioner is None else r / preconditioner
     p = -y
     ry = dots(r, y, everyone)
@@ -167,7 +161,7 @@ def block_cg(
 
     schedule = set(backtracking_schedule(max_iters)) if keep_iterates else set()
     iterates: list[tuple[int, Tensor]] = []
-    views = list(zip(x.split(sizes), r.split(sizes), p.split(sizes)))
+    views = list(zip(x.split(sizes), r.split(sizes), y.split(sizes), p.split(sizes)))
     m_views = None if preconditioner is None else preconditioner.split(sizes)
     i = 0
     while any(host_active):
@@ -184,26 +178,19 @@ def block_cg(
         step = active & curved
         alpha = torch.where(step, ry / torch.where(curved, pap, 1.0), 0.0)
         alpha_v = alpha.to(dtype)
-        new_y = []
-        for k, (x_k, r_k, p_k) in enumerate(views):
-            if not host_active[k]:
-                new_y.append(None)
-                continue
-            a_k = alpha_v[k]
-            x_k.addcmul_(p_k, a_k)
-            r_k.addcmul_(ap.split(sizes)[k], a_k)
-            new_y.append(r_k if m_views is None else r_k / m_views[k])
-        ry_new = torch.stack(
-            [
-                torch.dot(r_k, y_k) if y_k is not None else zero
-                for (_, r_k, _), y_k in zip(views, new_y)
-            ]
-        ).to(torch.float64)
+        ap_views = ap.split(sizes)
+        for k, (x_k, r_k, y_k, p_k) in enumerate(views):
+            if host_active[k]:
+                x_k.addcmul_(p_k, alpha_v[k])
+                r_k.addcmul_(ap_views[k], alpha_v[k])
+                if m_views is not None:
+                    torch.div(r_k, m_views[k], out=y_k)
+        ry_new = dots(r, y, host_active)
         beta = torch.where(step & (ry > 0), ry_new / torch.where(ry > 0, ry, 1.0), 0.0)
         beta_v = beta.to(dtype)
-        for k, (_, _, p_k) in enumerate(views):
+        for k, (_, _, y_k, p_k) in enumerate(views):
             if host_active[k]:
-                p_k.mul_(beta_v[k]).sub_(new_y[k])
+                p_k.mul_(beta_v[k]).sub_(y_k)
         # CG's exact recurrence for the quadratic model: phi_{i+1} = phi_i - alpha_i r_i.y_i / 2
         phi = torch.where(step, phi - 0.5 * alpha * ry, phi)
         ry = torch.where(step, ry_new, ry)

@@ -256,7 +256,10 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         if hp["precondition"]:
             diag = squared_gradient_diagonal(closure, layout)
             l2 = layout.pack([torch.full_like(p, c) for p, c in self._l2_by_param(closure)])
-            precond = (diag + layout.expand(lam).to(diag.dtype) + l2).pow(0.75)
+            precond = diag + l2
+            for (lo, hi), lam_b in zip(layout.block_bounds, lam.tolist()):
+                precond[lo:hi] += lam_b
+            precond = precond.pow_(0.75)
         res = block_cg(
             lambda v, active: ctx.layout_mvp(layout, v, active),
             -g,

@@ -191,6 +191,10 @@ class ConvexOutputLoss(OutputLoss):
 
     def prepare(self, outputs: Outputs, targets: Tensor) -> OutputHessian:
         point = tuple(o.detach() for o in as_tuple(outputs))
+        # One plain evaluation first: a loss that builds constants lazily (a cached matrix)
+        # must not build them inside the torch.func transforms, where they would escape.
+        with torch.no_grad():
+            self.fn(*point, targets)
         return _ForwardOverReverseHessian(self.fn, point, targets)
 
 

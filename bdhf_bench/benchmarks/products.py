@@ -19,7 +19,7 @@ from torch import nn
 
 from ..curvature import BlockLayout, GGNContext, partition
 from ..problems import get_problem, seeded_model
-from .timing import median_times
+from .timing import machine_options, median_times
 
 CASES = (("mnist_autoencoder", 256), ("cifar10_3c3d", 128))
 TARGETS = {
@@ -103,14 +103,10 @@ def measure(problem_name: str, n: int, device: torch.device, repeats: int) -> di
 
 @click.command("products")
 @click.option("--repeats", type=click.IntRange(min=3), default=15, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="torch threads (default: torch's).")
-def command(repeats: int, device: str, threads: int | None) -> None:
+@machine_options
+def command(repeats: int, device: torch.device, threads: int | None) -> None:
     """GGN product cost in gradients (full, all blocks) and against curvlinops."""
-    if threads:
-        torch.set_num_threads(threads)
-    dev = torch.device(device)
-    click.echo(f"device {dev}, {torch.get_num_threads()} threads, medians of {repeats} rounds")
+    click.echo(f"device {device}, {torch.get_num_threads()} threads, medians of {repeats} rounds")
     header = (
         f"{'net':<18} {'batch':>5} {'blocks':>6} {'grad ms':>8} {'full/grad':>9} "
         f"{'blocks/grad':>11} {'curvlinops/grad':>15} {'full/curvlinops':>15} {'setup/grad':>10}"
@@ -119,7 +115,7 @@ def command(repeats: int, device: str, threads: int | None) -> None:
     click.echo("-" * len(header))
     verdicts = []
     for name, n in CASES:
-        r = measure(name, n, dev, repeats)
+        r = measure(name, n, device, repeats)
         click.echo(
             f"{name:<18} {n:>5} {r['blocks_count']:>6} {1e3 * r['gradient_s']:>8.1f} "
             f"{r['full']:>9.2f} {r['blocks']:>11.2f} {r['curvlinops']:>15.2f} "

@@ -21,7 +21,7 @@ from ..data import load_splits, train_stream
 from ..problems import get_problem, seeded_model
 from ..runner import Budget, Execution, ResultStore, RunSpec, Trainer
 from .data_pipeline import write_random_mnist
-from .timing import synchronize
+from .timing import machine_options, synchronize
 
 PROBLEM = "mnist_mlp"
 
@@ -52,21 +52,19 @@ def bare_epoch(data_dir: Path, device: torch.device, seed: int) -> float:
 
 @click.command("runner")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="torch threads (default: torch's).")
-def command(repeats: int, device: str, threads: int | None) -> None:
+@machine_options
+def command(repeats: int, device: torch.device, threads: int | None) -> None:
     """The runner's Adam epoch on mnist_mlp against a bare loop (target: <= 10% overhead)."""
-    if threads:
-        torch.set_num_threads(threads)
-    dev = torch.device(device)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         write_random_mnist(data_dir)
         ours, bare = [], []
         for i in range(repeats):
-            bare.append(bare_epoch(data_dir, dev, seed=i))
-            ours.append(runner_epoch(data_dir, dev, seed=i))
+            bare.append(bare_epoch(data_dir, device, seed=i))
+            ours.append(runner_epoch(data_dir, device, seed=i))
     r, b = statistics.median(ours), statistics.median(bare)
-    click.echo(f"{PROBLEM}, Adam, batch 128, one epoch, {dev}, {torch.get_num_threads()} threads")
+    click.echo(
+        f"{PROBLEM}, Adam, batch 128, one epoch, {device}, {torch.get_num_threads()} threads"
+    )
     click.echo(f"bare loop: {b:.3f} s   runner: {r:.3f} s   overhead: {100 * (r / b - 1):+.1f}%")
     click.echo(f"target <= +10%: {'yes' if r <= 1.1 * b else 'NO'}")

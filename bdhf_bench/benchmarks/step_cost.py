@@ -14,6 +14,7 @@ import click
 import torch
 
 from ..runner.overhead import format_rows, measure_overhead
+from .timing import machine_options
 
 PROBLEMS = ("mnist_mlp", "mnist_autoencoder")
 
@@ -24,20 +25,16 @@ PROBLEMS = ("mnist_mlp", "mnist_autoencoder")
 @click.option(
     "--batch-size", type=click.IntRange(min=1), help="Override the problems' batch sizes."
 )
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="torch threads (default: torch's).")
+@machine_options
 def command(
-    steps: int, warmup: int, batch_size: int | None, device: str, threads: int | None
+    steps: int, warmup: int, batch_size: int | None, device: torch.device, threads: int | None
 ) -> None:
     """Seconds per step of bdhf and hf relative to Adam, with pass counts per step."""
-    if threads:
-        torch.set_num_threads(threads)
-    dev = torch.device(device)
     for name in PROBLEMS:
         rows = measure_overhead(
             name,
             [("adam", {}), ("bdhf", {}), ("hf", {})],
-            device=dev,
+            device=device,
             batch_size=batch_size,
             steps=steps,
             warmup=warmup,
@@ -45,7 +42,7 @@ def command(
         from ..problems import get_problem
 
         batch = batch_size or get_problem(name).batch_size
-        click.echo(f"{name}, batch {batch}, {dev}, {torch.get_num_threads()} threads")
+        click.echo(f"{name}, batch {batch}, {device}, {torch.get_num_threads()} threads")
         click.echo(format_rows(rows))
         click.echo("")
     click.echo(

@@ -5,8 +5,38 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
+import click
 import torch
+
+
+def machine_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--device`` and ``--threads``, shared by the benchmark commands; the command receives
+    ``device`` as a ``torch.device`` with torch's thread count already set."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if param.name == "threads" and value:
+            torch.set_num_threads(value)
+        if param.name == "device":
+            try:
+                return torch.device(value)
+            except RuntimeError:
+                raise click.BadParameter(
+                    f"unknown device {value!r}; valid: cpu, cuda, cuda:N"
+                ) from None
+        return value
+
+    func = click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        callback=callback,
+        is_eager=True,
+        help="torch threads (default: torch's).",
+    )(func)
+    return click.option(
+        "--device", default="cpu", show_default=True, callback=callback, help="cpu, cuda, cuda:N."
+    )(func)
 
 
 def synchronize(device: torch.device | str | None = None) -> None:

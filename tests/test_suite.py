@@ -47,7 +47,7 @@ def _write(tmp_path, text):
         ),
         (
             "[[experiment]]\nproblem='tiny_mlp'\noptimizers=['adam']\nhyperparameters={adam={lr=-1}}",
-            "lr=-1 is out of range",
+            "lr=-1.0 is out of range",
         ),
     ],
 )

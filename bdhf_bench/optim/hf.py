@@ -251,13 +251,13 @@ class BlockDiagonalHF(torch.optim.Optimizer):
 
         ctx = closure.curvature(hp["curvature_fraction"])
         stats.curvature_share = closure.curvature_share
-        lam = torch.tensor(self._damping(), dtype=torch.float64, device=g.device)
+        lam = self._damping()
         precond = None
         if hp["precondition"]:
             diag = squared_gradient_diagonal(closure, layout)
             l2 = layout.pack([torch.full_like(p, c) for p, c in self._l2_by_param(closure)])
             precond = diag + l2
-            for (lo, hi), lam_b in zip(layout.block_bounds, lam.tolist()):
+            for (lo, hi), lam_b in zip(layout.block_bounds, lam):
                 precond[lo:hi] += lam_b
             precond = precond.pow_(0.75)
         res = block_cg(
@@ -265,7 +265,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             -g,
             layout,
             lam,
-            x0=self._warm_start(layout, g),
+            x0=self._warm_start(layout),
             max_iters=hp["cg_max_iters"],
             min_iters=hp["cg_min_iters"],
             tol=hp["cg_tol"],
@@ -286,7 +286,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             d, f_d, stats.chosen_iteration, stats.backtrack_evals = self._backtrack(
                 closure, layout, theta0, res.iterates
             )
-        gd = float(torch.dot(g.double(), d.double()))
+        gd = float(torch.dot(g, d))
         if not gd < 0:
             self._finish(stats, closure, passes0, theta0, "not_descent", ctx=ctx)
             return f0
@@ -312,7 +312,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         coeff = {id(p): c for p, c in zip(closure.params, closure.l2)}
         return [(p, coeff[id(p)]) for p in self.layout().params]
 
-    def _warm_start(self, layout: BlockLayout, g: Tensor) -> Tensor | None:
+    def _warm_start(self, layout: BlockLayout) -> Tensor | None:
         decay = self.hp["warm_start"]
         prev = [self.state[p].get("cg_solution") for p in layout.params]
         if decay == 0 or any(v is None for v in prev):
@@ -377,7 +377,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         f_c0 = float(ctx.loss_value())
         gd_blocks = layout.block_dot(g, d)
         gd = float(gd_blocks.sum())
-        dgd = float(torch.dot(d.double(), ctx.layout_full_mvp(layout, d).double()))
+        dgd = float(torch.dot(d, ctx.layout_full_mvp(layout, d)))
         stats.full_products += 1
         alpha = min(1.0, -gd / dgd) if dgd > 0 else 1.0
         if self.single_block or self.hp["damping_mode"] == "global":

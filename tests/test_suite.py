@@ -60,7 +60,9 @@ def test_bad_suites_fail_with_one_line(tmp_path, text, message):
 def test_unknown_suite_name_lists_the_valid_ones(tmp_path):
     res = cli("leaderboard", "--suite", "cii", "--results", str(tmp_path / "r"))
     assert res.exit_code == 2
-    assert "unknown suite 'cii'; valid: ci, paper_cpu, small" in res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "unknown suite 'cii' (did you mean ci" in lines[0]
+    assert "valid: ci, paper, paper_cpu, small" in lines[0]
 
 
 def test_leaderboard_runs_a_suite_and_writes_its_report(tmp_path):

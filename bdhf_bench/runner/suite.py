@@ -40,6 +40,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..optim import get_optimizer
+from ..plugins import unknown_name_message
 from ..problems import get_problem
 from .executors import Executor
 from .run import RunOutcome
@@ -79,8 +80,8 @@ def find_suite(name: str) -> Path:
         candidate = folder / f"{name}.toml"
         if candidate.is_file():
             return candidate
-    known = sorted({p.stem for d in SUITE_DIRS if d.is_dir() for p in d.glob("*.toml")})
-    raise SuiteError(f"unknown suite {name!r}; valid: {', '.join(known) or 'none found'}")
+    known = {p.stem for d in SUITE_DIRS if d.is_dir() for p in d.glob("*.toml")}
+    raise SuiteError(unknown_name_message("suite", name, known))
 
 
 @dataclass

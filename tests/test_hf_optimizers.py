@@ -327,3 +327,62 @@ def test_step_needs_a_model_closure():
     opt = HessianFree(nn.Linear(2, 2).parameters())
     with pytest.raises(TypeError, match=r"needs a bdhf_bench\.optim\.ModelClosure"):
         opt.step(lambda: torch.tensor(0.0))
+
+
+def test_preconditioner_diagonal_is_the_mean_squared_per_example_gradient(float64):
+    from bdhf_bench.curvature import BlockLayout
+    from bdhf_bench.optim.preconditioner import squared_gradient_diagonal
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+    x, y = torch.randn(12, 4), torch.randint(0, 3, (12,))
+    closure = ModelClosure(model, CrossEntropy(), x, y)
+    closure.curvature(0.5)  # the diagonal is taken on the curvature sub-batch: 6 examples
+    layout = BlockLayout([list(model.parameters())])
+    got = squared_gradient_diagonal(closure, layout)
+    # reference: one backward per example, Martens' mean of squares
+    squares = torch.zeros(layout.numel)
+    for i in range(6):
+        model.zero_grad()
+        CrossEntropy()(model(x[i : i + 1]), y[i : i + 1]).backward()
+        squares += torch.cat([p.grad.reshape(-1) for p in model.parameters()]).square()
+    torch.testing.assert_close(got, squares / 6)
+
+
+def test_preconditioned_hf_steps_and_batchnorm_is_refused():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    opt = HessianFree(model.parameters(), precondition=True, cg_max_iters=20)
+    first = opt.step(ModelClosure(model, CrossEntropy(), x, y)).item()
+    for _ in range(3):
+        last = opt.step(ModelClosure(model, CrossEntropy(), x, y)).item()
+    assert last < first
+    bn = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)).train()
+    opt = HessianFree(bn.parameters(), precondition=True)
+    with pytest.raises(ValueError, match="BatchNorm in training mode"):
+        opt.step(ModelClosure(bn, CrossEntropy(), x, y))
+
+
+def test_per_block_damping_follows_each_blocks_rho(float64):
+    class TwoRegressions(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 2)
+            self.b = nn.Linear(3, 2)
+
+        def forward(self, inputs):
+            return torch.cat([self.a(inputs[0]), self.b(inputs[1])], dim=1)
+
+    torch.manual_seed(0)
+    model = TwoRegressions()
+    g = torch.Generator().manual_seed(3)
+    xa, xb = torch.randn(40, 4, generator=g), torch.randn(40, 3, generator=g)
+    y = torch.randn(40, 4, generator=g)
+    groups = param_groups_from_blocks(partition(model))
+    groups[1]["damping"] = 5.0  # blocks start from their own lambda
+    opt = BlockDiagonalHF(groups, damping=2.0, damping_mode="per_block", curvature_fraction=1.0)
+    opt.step(ModelClosure(model, MSE(), (xa, xb), y))
+    # each block's quadratic model is exact (a linear model, MSE): both rhos are 1
+    assert opt.last_step.rho == pytest.approx([1.0, 1.0], abs=1e-6)
+    assert [g["damping"] for g in opt.param_groups] == pytest.approx([2.0 * 2 / 3, 5.0 * 2 / 3])

@@ -3,47 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from results_contract import DEEPOBS_KEYS, EVAL_KEYS, OUR_KEYS
 from runner_helpers import cli, cli_subprocess, load, result_files
-
-DEEPOBS_KEYS = {
-    "testproblem",
-    "batch_size",
-    "num_epochs",
-    "random_seed",
-    "weight_decay",
-    "optimizer_name",
-    "optimizer_hyperparams",
-    "training_params",
-    "train_losses",
-    "valid_losses",
-    "test_losses",
-    "minibatch_train_losses",
-    "train_accuracies",
-    "valid_accuracies",
-    "test_accuracies",
-}
-OUR_KEYS = {
-    "schema_version",
-    "status",
-    "budget",
-    "evaluations",
-    "target",
-    "cost_model",
-    "data",
-    "environment",
-    "steps",
-    "train_seconds",
-    "diverged_at",
-}
 
 
 def test_run_writes_a_deepobs_result_with_our_keys(tmp_path):
     out = tmp_path / "results"
-    res = cli(
+    args = (
         "run",
-        "--problem",
+        "-p",
         "tiny_mlp",
-        "--optimizer",
+        "-o",
         "adam",
         "--hp",
         "lr=0.01",
@@ -55,6 +25,7 @@ def test_run_writes_a_deepobs_result_with_our_keys(tmp_path):
         "--seed",
         "3",
     )
+    res = cli(*args)
     assert res.exit_code == 0, res.output
     (path,) = result_files(out)
     assert path.parent.name == (
@@ -63,6 +34,7 @@ def test_run_writes_a_deepobs_result_with_our_keys(tmp_path):
     assert path.parts[-4:-2] == ("tiny_mlp", "adam")
     r = load(path)
     assert set(r) >= DEEPOBS_KEYS | OUR_KEYS
+    assert all(set(e) == EVAL_KEYS for e in r["evaluations"])
     assert r["status"] == "finished" and r["random_seed"] == 3 and r["num_epochs"] == 2
     for key in ("train_losses", "valid_losses", "test_losses", "test_accuracies"):
         assert len(r[key]) == 3
@@ -82,22 +54,7 @@ def test_run_writes_a_deepobs_result_with_our_keys(tmp_path):
     assert set(r["environment"]) >= {"torch", "device", "bdhf_bench", "git_revision"}
     assert r["optimizer_hyperparams"]["lr"] == 0.01
     # The same command again: the finished run is skipped, nothing new is written.
-    again = cli(
-        "run",
-        "--problem",
-        "tiny_mlp",
-        "--optimizer",
-        "adam",
-        "--hp",
-        "lr=0.01",
-        "--epochs",
-        "2",
-        "--output-dir",
-        str(out),
-        "--quiet",
-        "--seed",
-        "3",
-    )
+    again = cli(*args)
     assert again.output.startswith("skipped:")
     assert result_files(out) == [path]
 

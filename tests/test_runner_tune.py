@@ -52,10 +52,8 @@ def _grid(tmp_path, lrs):
     return path
 
 
-def test_tune_end_to_end_selects_on_validation_and_reruns_the_winner(tmp_path):
-    grid = _grid(tmp_path, ["1e-5", "3e-3", "1e-1"])
-    out = tmp_path / "results"
-    res = cli(
+def _tune_args(grid, out, final_seeds: int) -> tuple[str, ...]:
+    return (
         "tune",
         "-p",
         "tiny_mlp",
@@ -66,11 +64,17 @@ def test_tune_end_to_end_selects_on_validation_and_reruns_the_winner(tmp_path):
         "--epochs",
         "1",
         "--final-seeds",
-        "2",
+        str(final_seeds),
         "--output-dir",
         str(out),
         "-q",
     )
+
+
+def test_tune_end_to_end_selects_on_validation_and_reruns_the_winner(tmp_path):
+    grid = _grid(tmp_path, ["1e-5", "3e-3", "1e-1"])
+    out = tmp_path / "results"
+    res = cli(*_tune_args(grid, out, final_seeds=2))
     assert res.exit_code == 0, res.output
     runs = [load(p) for p in result_files(out)]
     search = [r for r in runs if r["random_seed"] == 42]
@@ -86,24 +90,7 @@ def test_tune_end_to_end_selects_on_validation_and_reruns_the_winner(tmp_path):
 def test_two_tune_processes_share_a_folder_without_duplicates(tmp_path):
     grid = _grid(tmp_path, ["1e-3", "3e-3", "1e-2", "3e-2"])
     out = tmp_path / "shared"
-    args = (
-        "tune",
-        "-p",
-        "tiny_mlp",
-        "-o",
-        "adam",
-        "--grid",
-        str(grid),
-        "--epochs",
-        "1",
-        "--final-seeds",
-        "3",
-        "--output-dir",
-        str(out),
-        "-q",
-        "--device",
-        "cpu",
-    )
+    args = (*_tune_args(grid, out, final_seeds=3), "--device", "cpu")
     procs = [cli_subprocess(*args) for _ in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]
     for p, (_, stderr) in zip(procs, outputs):

@@ -15,9 +15,9 @@ ARGS = (
     "-o",
     "bdhf",
     "--steps",
-    "60",
+    "200",
     "--eval-every",
-    "4",
+    "5",
     "--device",
     "cpu",
     "-q",
@@ -43,12 +43,11 @@ def test_kill_minus_nine_then_resume_matches_uninterrupted(tmp_path):
         assert proc.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(0.3)  # somewhere after the first checkpoint, mid-step or mid-write
+    time.sleep(0.1)  # somewhere after the first checkpoint, mid-step or mid-write
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not result_files(out), "the run finished before it was killed; make it longer"
     assert any(runs.glob("*.ckpt"))
-    assert not list(out.rglob("*.tmp")) or True  # temp files may remain; they are never read
 
     resumed = _finish(out)
     assert without_timings(resumed) == without_timings(reference)

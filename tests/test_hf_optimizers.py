@@ -75,17 +75,20 @@ def test_bdhf_with_one_block_is_hf(float64):
     assert _params_equal(*results)
 
 
+class TwoRegressions(nn.Module):
+    """Two independent linear regressions: a block-separable quadratic under MSE."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 2)
+        self.b = nn.Linear(3, 2)
+
+    def forward(self, inputs):
+        xa, xb = inputs
+        return torch.cat([self.a(xa), self.b(xb)], dim=1)
+
+
 def test_bdhf_takes_the_exact_newton_step_on_a_block_separable_quadratic(float64):
-    class TwoRegressions(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Linear(4, 2)
-            self.b = nn.Linear(3, 2)
-
-        def forward(self, inputs):
-            xa, xb = inputs
-            return torch.cat([self.a(xa), self.b(xb)], dim=1)
-
     torch.manual_seed(0)
     model = TwoRegressions()
     g = torch.Generator().manual_seed(3)
@@ -365,15 +368,6 @@ def test_preconditioned_hf_steps_and_batchnorm_is_refused():
 
 
 def test_per_block_damping_follows_each_blocks_rho(float64):
-    class TwoRegressions(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Linear(4, 2)
-            self.b = nn.Linear(3, 2)
-
-        def forward(self, inputs):
-            return torch.cat([self.a(inputs[0]), self.b(inputs[1])], dim=1)
-
     torch.manual_seed(0)
     model = TwoRegressions()
     g = torch.Generator().manual_seed(3)

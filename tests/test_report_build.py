@@ -71,7 +71,7 @@ def test_markdown_links_resolve(report) -> None:
     assert len(links) >= 7
     for link in links:
         assert not link.startswith("/") and (report.leaderboard.parent / link).is_file(), link
-    assert "| mnist_mlp | adam |" in text
+    assert "| mnist_mlp | 2 epochs | adam |" in text
 
 
 def test_html_is_self_contained_and_embeds_its_images(report) -> None:
@@ -214,7 +214,7 @@ def test_messy_folder_gives_a_report_and_the_skipped_list(tmp_path: Path) -> Non
     assert summary.notes == []
     text = summary.leaderboard.read_text()
     assert "missing key status" in text and "schema_version 2" in text
-    assert "| mnist_mlp | adam |" in text
+    assert "| mnist_mlp | 2 epochs | adam |" in text
 
 
 def test_a_second_report_removes_its_stale_figures_and_notes_mixed_targets(tmp_path: Path) -> None:
@@ -230,8 +230,10 @@ def test_a_second_report_removes_its_stale_figures_and_notes_mixed_targets(tmp_p
     second = build_report([root], tmp_path / "out")
     assert not (second.out_dir / "figures" / "curves_old_problem.png").exists()
     assert (second.out_dir / "figures" / "mine.png").exists()  # not a name we give
-    assert [p.name for p in second.removed] == [
+    assert [p.name for p in second.removed] == [  # nobody reached the target this time
         "curves_old_problem.png",
+        "profile_gradient_equivalents.png",
+        "profile_seconds.png",
         "time_to_target_old_problem.png",
     ]
     assert any("2 different targets" in note for note in second.notes)

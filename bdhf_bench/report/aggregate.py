@@ -9,8 +9,11 @@ Rules (docs/report.md says why):
   never reached the target counts as +inf (AlgoPerf: "runs that do not reach the target
   performance have an infinite time"), so the median is finite only when more than half reached
   it. Runs without a recorded target are left out of these medians (NaN: no target, not a miss).
-- selection: for each problem and optimizer, the setting with the best mean over seeds of the
-  final VALIDATION metric (max accuracy / min loss); a diverged run scores the worst value
+- budgets: runs compare only within one budget (the ``budget`` label: "40 steps", "3 epochs",
+  ...); every grouping below includes it, so a setting is never selected against another
+  budget's and Adam's step cost is Adam's under the same budget.
+- selection: for each problem, budget and optimizer, the setting with the best mean over seeds
+  of the final VALIDATION metric (max accuracy / min loss); a diverged run scores the worst value
   (-inf accuracy / +inf loss), so a setting with any diverged seed ranks below every setting
   without one. Ties: fewer diverged runs, then the setting string. Test metrics are never used.
 """
@@ -28,6 +31,9 @@ from .load import format_value
 
 TO_TARGET = ("steps", "epochs", "seconds", "gradient_equivalents")
 """The ``<name>_to_target`` columns of the runs frame."""
+
+COMPARED = ["problem", "budget", "optimizer"]
+"""A leaderboard row: one selected setting per problem, budget and optimizer."""
 
 CURVATURE_OPTIMIZERS = ("bdhf", "hf")
 REFERENCE_OPTIMIZER = "adam"
@@ -64,6 +70,16 @@ def _first(series: pd.Series) -> object:
     return values.iloc[0] if len(values) else None
 
 
+def _threads_text(value: object) -> str:
+    number = pd.to_numeric(value, errors="coerce")
+    return "" if pd.isna(number) else str(int(number))
+
+
+def _joined(series: pd.Series) -> str:
+    """The distinct non-empty values, sorted and comma-joined ("" when none is recorded)."""
+    return ",".join(sorted({str(v) for v in series.dropna() if str(v)}))
+
+
 def _setting_row(group: pd.DataFrame) -> dict[str, object]:
     finished = group[group["status"] == "finished"]
     final = finished["final_metric"].astype(float).to_numpy()
@@ -95,6 +111,9 @@ def _setting_row(group: pd.DataFrame) -> dict[str, object]:
         "seconds_per_epoch": median_with_misses(group["seconds_per_epoch"].astype(float)),
         "seconds_per_step": median_with_misses(group["seconds_per_step"].astype(float)),
         "data_source": ",".join(sorted(set(group["data_source"].astype(str)))),
+        "device_name": _joined(group["device_name"]),
+        "cpu": _joined(group["cpu"]),
+        "threads": _joined(group["threads"].map(_threads_text)),
         "kind": ",".join(sorted(set(group["kind"].astype(str)))),
     }
     for name in TO_TARGET:
@@ -103,23 +122,22 @@ def _setting_row(group: pd.DataFrame) -> dict[str, object]:
 
 
 def setting_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (problem, optimizer, setting), ranked within (problem, optimizer)."""
-    keys = ["problem", "optimizer", "setting"]
+    """One row per (problem, budget, optimizer, setting), ranked within (problem, budget,
+    optimizer)."""
+    keys = ["problem", "budget", "optimizer", "setting"]
     if runs.empty:
         return pd.DataFrame(columns=[*keys, "rank", "selected"])
     rows = []
-    for (problem, optimizer, setting), group in runs.groupby(keys, sort=True):
-        rows.append(
-            {"problem": problem, "optimizer": optimizer, "setting": setting, **_setting_row(group)}
-        )
+    for values, group in runs.groupby(keys, sort=True):
+        rows.append({**dict(zip(keys, values)), **_setting_row(group)})
     table = pd.DataFrame.from_records(rows)
     table["varied"] = varied_labels(table)
-    return rank_settings(table, ["problem", "optimizer"])
+    return rank_settings(table, COMPARED)
 
 
 def varied_labels(table: pd.DataFrame) -> pd.Series:
-    """Per setting, only what differs from the other settings of its problem and optimizer
-    (e.g. ``lr=0.01``): the full key is long; "–" when the optimizer ran one setting."""
+    """Per setting, only what differs from the other settings of its problem, budget and
+    optimizer (e.g. ``lr=0.01``): the full key is long; "–" when the optimizer ran one setting."""
     values = [
         {
             **json.loads(row.hyperparameters),
@@ -129,7 +147,7 @@ def varied_labels(table: pd.DataFrame) -> pd.Series:
         for row in table.itertuples(index=False)
     ]
     labels = pd.Series("–", index=table.index, dtype=object)
-    for _, group in table.groupby(["problem", "optimizer"], sort=False):
+    for _, group in table.groupby(COMPARED, sort=False):
         members = [values[table.index.get_loc(i)] for i in group.index]
         names = sorted({k for m in members for k in m})
         varied = [
@@ -157,16 +175,31 @@ def rank_settings(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def summary_table(settings: pd.DataFrame) -> pd.DataFrame:
-    """The selected setting of each (problem, optimizer), with per-step overhead against Adam."""
+    """The selected setting of each (problem, budget, optimizer), with per-step overhead against
+    Adam's selected setting under the same problem and budget, and the ``workload`` a profile
+    counts: the problem, or "problem (budget)" where the problem ran under several budgets."""
     if settings.empty:
-        return settings.assign(n_settings=[], overhead_vs_adam=[])
-    counts = settings.groupby(["problem", "optimizer"]).size().rename("n_settings")
-    chosen = settings[settings["selected"]].join(counts, on=["problem", "optimizer"])
+        return settings.assign(n_settings=[], overhead_vs_adam=[], workload=[])
+    counts = settings.groupby(COMPARED).size().rename("n_settings")
+    chosen = settings[settings["selected"]].join(counts, on=COMPARED)
     is_adam = chosen["optimizer"].str.lower() == REFERENCE_OPTIMIZER
-    adam = chosen[is_adam].set_index("problem")["seconds_per_step"]
-    reference = chosen["problem"].map(adam).astype(float)
+    adam = chosen[is_adam].set_index(["problem", "budget"])["seconds_per_step"]
+    pairs = pd.MultiIndex.from_frame(chosen[["problem", "budget"]])
+    reference = adam.reindex(pairs).to_numpy(dtype=float)
     chosen = chosen.assign(overhead_vs_adam=chosen["seconds_per_step"].astype(float) / reference)
-    return chosen.sort_values(["problem", "optimizer"], kind="mergesort").reset_index(drop=True)
+    budgets = settings.groupby("problem")["budget"].nunique()
+    mixed = chosen["problem"].map(budgets) > 1
+    labels = chosen["problem"].astype(str) + " (" + chosen["budget"].astype(str) + ")"
+    chosen = chosen.assign(workload=labels.where(mixed, chosen["problem"].astype(str)))
+    return chosen.sort_values(COMPARED, kind="mergesort").reset_index(drop=True)
+
+
+def mixed_budgets(settings: pd.DataFrame) -> dict[str, list[str]]:
+    """Problems that ran under more than one budget, with their budgets (for the page's note)."""
+    if settings.empty:
+        return {}
+    budgets = settings.groupby("problem")["budget"].unique()
+    return {str(p): sorted(str(b) for b in v) for p, v in budgets.items() if len(v) > 1}
 
 
 def curvature_table(settings: pd.DataFrame) -> pd.DataFrame:
@@ -181,15 +214,12 @@ def curvature_table(settings: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame(columns=[*settings.columns, "n_settings"])
     table = table.drop(columns=["rank", "selected"])
-    ranked = rank_settings(table, ["problem", "optimizer", "curvature_fraction"])
-    counts = ranked.groupby(["problem", "optimizer", "curvature_fraction"]).size()
-    chosen = ranked[ranked["selected"]].join(
-        counts.rename("n_settings"), on=["problem", "optimizer", "curvature_fraction"]
-    )
-    fractions = chosen.groupby(["problem", "optimizer"])["curvature_fraction"].nunique()
-    most = fractions.groupby(level="problem").max()
-    keep = most[most >= 2].index
-    chosen = chosen[chosen["problem"].isin(keep)]
-    return chosen.sort_values(
-        ["problem", "optimizer", "curvature_fraction"], kind="mergesort"
-    ).reset_index(drop=True)
+    by = [*COMPARED, "curvature_fraction"]
+    ranked = rank_settings(table, by)
+    counts = ranked.groupby(by).size()
+    chosen = ranked[ranked["selected"]].join(counts.rename("n_settings"), on=by)
+    fractions = chosen.groupby(COMPARED)["curvature_fraction"].nunique()
+    most = fractions.groupby(level=["problem", "budget"]).max()
+    keep = set(most[most >= 2].index)
+    chosen = chosen[[pair in keep for pair in zip(chosen["problem"], chosen["budget"])]]
+    return chosen.sort_values(by, kind="mergesort").reset_index(drop=True)

@@ -27,8 +27,15 @@ class Image:
     data: bytes
 
 
-Block = str | Table | Image
-"""A paragraph of plain text, a table or an image."""
+@dataclass
+class Bullets:
+    """A list of short plain-text items (the headline's per-optimizer and per-unit lines)."""
+
+    items: list[str]
+
+
+Block = str | Table | Image | Bullets
+"""A paragraph of plain text, a table, an image or a list."""
 
 
 @dataclass

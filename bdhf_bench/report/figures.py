@@ -21,10 +21,13 @@ from .baselines import LABEL
 
 DPI = 100
 X_AXES = {
+    "step": "updates",
     "epoch": "epochs",
     "train_seconds": "training seconds",
     "gradient_equivalents": "gradient-equivalents",
 }
+CURVE_AXES = ("step", "train_seconds", "gradient_equivalents")
+"""The learning curves' x axes: the three units a time to target is counted in."""
 BASELINE_COLOR = "0.45"
 MISS_LABEL = "miss"
 SHORT_CITATION = "Schneider, Balles, Hennig, ICLR 2019"
@@ -65,9 +68,11 @@ def _band(frame: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return band.dropna(subset=["x", "mean"])
 
 
-def _target_line(ax: Axes, target: dict | None, kind: str, split: str) -> None:
-    if target and target.get("metric") == kind and target.get("split") == split:
-        ax.axhline(target["value"], color="black", linestyle=":", linewidth=1.2, label="target")
+def _target_line(ax: Axes, target: dict | None, kind: str) -> None:
+    """The target as a dotted line on the panels of its metric, labelled with its split."""
+    if target and target.get("metric") == kind:
+        label = f"target ({target.get('split', '')})"
+        ax.axhline(target["value"], color="black", linestyle=":", linewidth=1.2, label=label)
 
 
 def _baseline_lines(ax: Axes, baselines: pd.DataFrame, kind: str) -> None:
@@ -103,39 +108,130 @@ def _legend(fig: Figure, axes: np.ndarray) -> None:
         )
 
 
+def smooth(values: np.ndarray) -> np.ndarray:
+    """Centred moving average over about 1/30 of the run (an odd window, at least 1 update);
+    NaNs are skipped, so a run's curve is never cut by one missing loss."""
+    window = 2 * (len(values) // 60) + 1
+    if window == 1:
+        return np.asarray(values, dtype=float)
+    series = pd.Series(values, dtype=float)
+    return series.rolling(window, center=True, min_periods=1).mean().to_numpy()
+
+
+def _step_band(steps: pd.DataFrame, x: str) -> pd.DataFrame:
+    """Per update index over seeds: median x, mean and min-max of each seed's smoothed loss."""
+    parts = []
+    for _, run in steps.groupby("run_id", sort=True):
+        run = run.sort_values("step")
+        parts.append(
+            pd.DataFrame(
+                {
+                    "step": run["step"].to_numpy(),
+                    "x": run[x].to_numpy(dtype=float),
+                    "y": smooth(run["minibatch_loss"].to_numpy(dtype=float)),
+                }
+            )
+        )
+    if not parts:
+        return pd.DataFrame(columns=["x", "mean", "low", "high"])
+    grouped = pd.concat(parts).replace([math.inf, -math.inf], math.nan).groupby("step")
+    band = pd.DataFrame(
+        {
+            "x": grouped["x"].median(),
+            "mean": grouped["y"].mean(),
+            "low": grouped["y"].min(),
+            "high": grouped["y"].max(),
+        }
+    )
+    return band.dropna(subset=["x", "mean"])
+
+
+def spans_decades(values: Sequence[float]) -> bool:
+    """True when the positive values span at least a factor of ten (then a log axis reads
+    better); False if any value is not positive."""
+    array = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    if array.size < 2 or (array <= 0).any():
+        return False
+    return float(array.max() / array.min()) >= 10.0
+
+
+def _x_axes(evaluations: pd.DataFrame) -> list[str]:
+    xs = [x for x in CURVE_AXES if evaluations[x].notna().any()]
+    return xs or ["epoch"]  # DeepOBS-only files: epochs are all there is
+
+
 def learning_curves(
     evaluations: pd.DataFrame,
+    steps: pd.DataFrame,
     problem: str,
     kind: str,
     colors: dict[str, tuple[float, float, float]],
     target: dict | None = None,
     baselines: pd.DataFrame | None = None,
+    machine: str = "",
 ) -> bytes:
-    """Test (solid) and train (dashed) curves per optimizer against epochs, seconds and
-    gradient-equivalents; the line is the mean over seeds, the band their min-max."""
-    xs = [x for x in X_AXES if evaluations[x].notna().any()]
+    """Per optimizer, against updates, training seconds and gradient-equivalents: every logged
+    mini-batch loss (smoothed, thin), the test (solid, dots) and train (dashed) evaluations;
+    lines are means over seeds, bands the seeds' min-max; log scale where a loss spans decades."""
+    xs = _x_axes(evaluations)
     kinds = ["loss", "accuracy"] if kind == "accuracy" else ["loss"]
     fig, axes = _new_figure(len(kinds), len(xs), 4.6, 3.4)
     for r, metric in enumerate(kinds):
         for c, x in enumerate(xs):
             ax = axes[r, c]
+            drawn: list[float] = []
             for optimizer, runs in evaluations.groupby("optimizer", sort=True):
-                for split, style in (("test", "-"), ("train", "--")):
+                color = colors.get(str(optimizer), "C0")
+                if metric == "loss" and x != "epoch":
+                    mine = steps[steps["optimizer"] == optimizer]
+                    band = _step_band(mine, x)
+                    if len(band):
+                        ax.plot(
+                            band["x"],
+                            band["mean"],
+                            "-",
+                            color=color,
+                            linewidth=0.8,
+                            alpha=0.7,
+                            label=f"{optimizer} mini-batch (smoothed)",
+                        )
+                        ax.fill_between(
+                            band["x"],
+                            band["low"],
+                            band["high"],
+                            color=color,
+                            alpha=0.1,
+                            linewidth=0,
+                        )
+                        drawn.extend(band["low"])
+                        drawn.extend(band["high"])
+                for split, style in (("test", "o-"), ("train", "s--")):
                     band = _band(runs, x, f"{split}_{metric}")
                     if band.empty:
                         continue
-                    color = colors.get(str(optimizer), "C0")
                     ax.plot(
-                        band["x"], band["mean"], style, color=color, label=f"{optimizer} {split}"
+                        band["x"],
+                        band["mean"],
+                        style,
+                        color=color,
+                        markersize=3,
+                        linewidth=1.6,
+                        label=f"{optimizer} {split}",
                     )
                     ax.fill_between(band["x"], band["low"], band["high"], color=color, alpha=0.2)
-            _target_line(ax, target, metric, "test")
-            if x == "epoch" and baselines is not None:
+                    drawn.extend(band["low"])
+                    drawn.extend(band["high"])
+            _target_line(ax, target, metric)
+            if x == xs[0] and baselines is not None:
                 _baseline_lines(ax, baselines, metric)
+            if metric == "loss" and spans_decades(drawn):
+                ax.set_yscale("log")
             ax.set_xlabel(X_AXES[x])
-            ax.set_ylabel(metric)
+            ax.set_ylabel(f"{metric} (log)" if ax.get_yscale() == "log" else metric)
     _legend(fig, axes)
     title = f"{problem}: mean over seeds, band = min-max over seeds"
+    if machine:
+        title += f"\nseconds on {machine}"
     if baselines is not None and len(baselines):
         title += f"\ndash-dot grey: {LABEL} ({SHORT_CITATION})"
     fig.suptitle(title, fontsize="medium")
@@ -168,13 +264,18 @@ def time_to_target_bars(
     problem: str,
     colors: dict[str, tuple[float, float, float]],
     baselines: pd.DataFrame | None = None,
+    machine: str = "",
 ) -> bytes:
-    """Median epochs, seconds and gradient-equivalents to target per optimizer; misses hatched."""
-    panels = (
-        ("epochs_to_target", "epochs"),
+    """Median updates, seconds and gradient-equivalents to target per optimizer; misses hatched.
+    With DeepOBS baselines an epochs panel is added, the unit of DeepOBS's ``speed``."""
+    panels = [
+        ("steps_to_target", "updates"),
         ("seconds_to_target", "training seconds"),
         ("gradient_equivalents_to_target", "gradient-equivalents"),
-    )
+    ]
+    has_baselines = baselines is not None and len(baselines) > 0
+    if has_baselines:
+        panels.append(("epochs_to_target", "epochs"))
     fig, axes = _new_figure(1, len(panels), 4.2, 3.6)
     rows = summary.sort_values("optimizer")
     notes = [f"{r.n_reached}/{r.n_with_target} reached" for r in rows.itertuples()]
@@ -183,7 +284,7 @@ def time_to_target_bars(
         values = [float(v) for v in rows[column]]
         bar_colors = [colors.get(label, "C0") for label in labels]
         bar_notes = list(notes)
-        if column == "epochs_to_target" and baselines is not None and len(baselines):
+        if column == "epochs_to_target" and has_baselines:
             for _, base in baselines.iterrows():
                 labels.append(f"DeepOBS TF {base['ours']}")
                 values.append(float(base["speed_epochs"]))
@@ -196,7 +297,9 @@ def time_to_target_bars(
     if len(target):
         t = target.iloc[0]
         title += f"\ntarget: {t['target_split']} {t['target_metric']} {t['target_value']:g}"
-    if baselines is not None and len(baselines):
+    if machine:
+        title += f"; seconds on {machine}"
+    if has_baselines:
         title += f"\ngrey: {LABEL}, mean epochs ({SHORT_CITATION})"
     fig.suptitle(title, fontsize="medium")
     return _png(fig)
@@ -279,7 +382,7 @@ def curvature_figure(
             fontsize="x-small",
             color="0.4",
         )
-    _target_line(left, target, kind, "test")
+    _target_line(left, target, kind)
     ticks = sorted(float(v) for v in table["curvature_batch_size"].dropna().unique())
     for ax in (left, right):
         ax.set_xscale("log", base=2)

@@ -45,8 +45,9 @@ ID_COLUMNS = [
     "weight_decay",
     "seed",
     "status",
+    "budget",
 ]
-"""Columns shared by both frames (``hp_<name>`` columns follow them)."""
+"""Columns shared by the frames (``hp_<name>`` columns follow them)."""
 
 EVAL_COLUMNS = [
     "epoch",
@@ -57,6 +58,9 @@ EVAL_COLUMNS = [
     *ACCURACY_KEYS,
     "minibatch_loss",
 ]
+
+STEP_COLUMNS = ["step", "minibatch_loss", "train_seconds", "gradient_equivalents"]
+"""The per-update frame: every logged mini-batch loss, placed on the three time axes."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,8 @@ class LoadedResults:
     skipped: list[SkippedFile] = field(default_factory=list)
     reduced: list[SkippedFile] = field(default_factory=list)
     """DeepOBS-only files, loaded without timing, pass counts or target."""
+    steps: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=STEP_COLUMNS))
+    """One row per logged update (``minibatch_train_losses``); see :func:`step_rows`."""
 
 
 def format_value(value: Any) -> str:
@@ -98,6 +104,24 @@ def setting_key(record: RunRecord) -> str:
         if record.budget.get(key) is not None:
             run.append(f"{key}={format_value(record.budget[key])}")
     return " | ".join(part for part in (hps, ", ".join(run)) if part)
+
+
+def budget_label(record: RunRecord) -> str:
+    """What a run was allowed: "40 steps", "3 epochs", "60 s" (plus ", eval every N" when set).
+
+    Runs compare only within one budget (docs/report.md). Files without a budget (DeepOBS's,
+    older ones) get their number of epochs."""
+    budget = record.budget
+    parts = []
+    for key, unit in (("epochs", "epochs"), ("steps", "steps"), ("time_budget", "s")):
+        value = budget.get(key)
+        if value is not None:
+            parts.append(f"{format_value(value)} {unit}")
+    if not parts:
+        parts.append(f"{format_value(record.num_epochs)} epochs")
+    if budget.get("eval_every") is not None:
+        parts.append(f"eval every {format_value(budget['eval_every'])}")
+    return ", ".join(parts)
 
 
 def iter_result_files(root: Path, skipped: list[SkippedFile] | None = None) -> Iterator[Path]:
@@ -171,6 +195,17 @@ def _to_target(record: RunRecord) -> dict[str, Any]:
     return out
 
 
+def _best_on_target(record: RunRecord) -> float:
+    """The best value the run reached of its target's metric on its target's split (NaN
+    without a target): what a miss is reported with ("not reached: best X")."""
+    target = record.target
+    if target is None:
+        return math.nan
+    split = "train" if target["split"] in ("train", "train_eval") else target["split"]
+    key = f"{split}_{target['metric']}"
+    return _best([e[key] for e in record.evaluations], target["metric"])
+
+
 def run_row(record: RunRecord, base: dict[str, Any]) -> dict[str, Any]:
     """The one-row-per-run summary of a record (final and best metrics, target, speed)."""
     evals = record.evaluations
@@ -192,6 +227,7 @@ def run_row(record: RunRecord, base: dict[str, Any]) -> dict[str, Any]:
     row["final_valid_metric"] = row[f"final_valid_{kind}"]
     row["best_valid_metric"] = row[f"best_valid_{kind}"]
     row.update(_to_target(record))
+    row["best_target_metric"] = _best_on_target(record)
     epoch, seconds = last["epoch"], last["train_seconds"]
     row["seconds_per_epoch"] = seconds / epoch if epoch > 0 else math.nan
     row["seconds_per_step"] = record.train_seconds / record.steps if record.steps > 0 else math.nan
@@ -200,8 +236,30 @@ def run_row(record: RunRecord, base: dict[str, Any]) -> dict[str, Any]:
     row["data_source"] = record.data_source
     row["data_scaled"] = record.data_scaled
     row["device_name"] = record.device_name
+    row["threads"] = math.nan if record.threads is None else float(record.threads)
+    row["cpu"] = record.cpu
     row["bdhf_bench_version"] = record.version
     return row
+
+
+def step_rows(record: RunRecord) -> dict[str, np.ndarray]:
+    """Every logged mini-batch loss on the three axes: entry i was computed after i updates;
+    its training seconds and gradient-equivalents are interpolated linearly between the
+    evaluation records around it (NaN past the last evaluation, e.g. after a divergence)."""
+    losses = np.asarray(record.minibatch_losses, dtype=float)
+    steps = np.arange(losses.size, dtype=float)
+    at = np.asarray([e["step"] for e in record.evaluations], dtype=float)
+    out = {"step": steps, "minibatch_loss": losses}
+    for key in ("train_seconds", "gradient_equivalents"):
+        known = np.asarray([e[key] for e in record.evaluations], dtype=float)
+        usable = np.isfinite(at) & np.isfinite(known)
+        if usable.sum() < 2:
+            out[key] = np.full(steps.shape, math.nan)
+            continue
+        values = np.interp(steps, at[usable], known[usable])
+        values[steps > at[usable].max()] = math.nan
+        out[key] = values
+    return out
 
 
 def _base(record: RunRecord, path: Path, root: Path, rel: str) -> dict[str, Any]:
@@ -219,6 +277,7 @@ def _base(record: RunRecord, path: Path, root: Path, rel: str) -> dict[str, Any]
         "weight_decay": math.nan if record.weight_decay is None else record.weight_decay,
         "seed": record.seed,
         "status": record.status,
+        "budget": budget_label(record),
     }
     for name, value in record.hyperparameters.items():
         base[f"{HP_PREFIX}{name}"] = (
@@ -312,4 +371,20 @@ def load_results(results_dirs: Sequence[str | os.PathLike[str]]) -> LoadedResult
     evaluations = _frame(eval_rows, [*ID_COLUMNS, "evaluation", *EVAL_COLUMNS])
     for frame in (runs, evaluations):
         frame["seed"] = frame["seed"].astype(np.int64)
-    return LoadedResults(runs, evaluations, skipped, reduced)
+    return LoadedResults(runs, evaluations, skipped, reduced, _step_frame(found))
+
+
+def _step_frame(found: list[tuple[RunRecord, dict[str, Any]]]) -> pd.DataFrame:
+    """The per-update frame of every run that logged its mini-batch losses."""
+    parts = []
+    for record, base in found:
+        if not record.minibatch_losses:
+            continue
+        columns = step_rows(record)
+        n = columns["step"].size
+        ids = {k: [base[k]] * n for k in ("run_id", "problem", "optimizer", "setting", "seed")}
+        parts.append(pd.DataFrame({**ids, "status": record.status, **columns}))
+    if not parts:
+        ids = ["run_id", "problem", "optimizer", "setting", "seed", "status"]
+        return pd.DataFrame(columns=[*ids, *STEP_COLUMNS])
+    return pd.concat(parts, ignore_index=True)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from .document import Document, Image, Table
+from .document import Bullets, Document, Image, Table
 
 
 def _cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _line(text: str) -> str:
+    """One list item on one line (markdown would otherwise end the item at a newline)."""
+    return text.replace("\n", " ")
 
 
 def table(t: Table) -> str:
@@ -33,6 +38,8 @@ def render(document: Document) -> str:
                 parts.append(table(block))
             elif isinstance(block, Image):
                 parts.append(image(block))
+            elif isinstance(block, Bullets):
+                parts.append("\n".join(f"- {_line(item)}" for item in block.items))
             else:
                 parts.append(block)
     return "\n\n".join(parts) + "\n"

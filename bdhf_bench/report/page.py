@@ -7,9 +7,10 @@ disk, without a server and without any external resource.
 from __future__ import annotations
 
 import base64
+import re
 from html import escape
 
-from .document import Document, Image, Table
+from .document import Bullets, Document, Image, Table
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
@@ -21,7 +22,14 @@ caption { caption-side: top; font-style: italic; text-align: left; padding-botto
 img { max-width: 100%; height: auto; border: 1px solid #eee; margin: 0.5em 0; }
 p { line-height: 1.4; }
 .scroll { overflow-x: auto; }
+#headline { background: #f4f7fb; border-left: 4px solid #2b6cb0; padding: 0.2em 1em 0.6em; }
+#headline li { margin: 0.25em 0; line-height: 1.4; }
 """
+
+
+def anchor(title: str) -> str:
+    """A section's id: its title in lower case, runs of other characters as one dash."""
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "section"
 
 
 def table(t: Table) -> str:
@@ -50,13 +58,18 @@ def render(document: Document) -> str:
     ]
     for section in document.sections:
         level = min(max(section.level, 2), 6)
+        parts.append(f'<section id="{anchor(section.title)}">')
         parts.append(f"<h{level}>{escape(section.title)}</h{level}>")
         for block in section.blocks:
             if isinstance(block, Table):
                 parts.append(table(block))
             elif isinstance(block, Image):
                 parts.append(image(block))
+            elif isinstance(block, Bullets):
+                items = "".join(f"<li>{escape(item)}</li>" for item in block.items)
+                parts.append(f"<ul>{items}</ul>")
             else:
                 parts.append(f"<p>{escape(block)}</p>")
+        parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -25,12 +25,22 @@ PROFILE_TIMES = {
 
 
 def time_matrix(summary: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Problems x optimizers of ``column``; problems and optimizers without any target dropped."""
+    """Workloads x optimizers of ``column``; workloads and optimizers without any target dropped.
+
+    A workload is a problem, or "problem (budget)" where a problem ran under several budgets
+    (the summary's ``workload`` column): budgets are never compared with each other."""
     scored = summary[summary["n_with_target"] > 0] if len(summary) else summary
     if scored.empty:
         return pd.DataFrame(dtype=float)
-    matrix = scored.pivot(index="problem", columns="optimizer", values=column).astype(float)
+    index = "workload" if "workload" in scored.columns else "problem"
+    matrix = scored.pivot(index=index, columns="optimizer", values=column).astype(float)
+    matrix.index.name = "problem"
     return matrix.fillna(math.inf).sort_index().sort_index(axis=1)
+
+
+def solved_any(ratios: pd.DataFrame) -> bool:
+    """Whether any optimizer reached the target on any workload (else a profile is empty)."""
+    return bool(np.isfinite(ratios.to_numpy(dtype=float)).any())
 
 
 def performance_ratios(times: pd.DataFrame) -> pd.DataFrame:

@@ -57,6 +57,9 @@ DEEPOBS_KEYS = (
 )
 DEEPOBS_ACCURACY_LISTS = ("train_accuracies", "valid_accuracies", "test_accuracies")
 
+NUMBER_TYPES = (int, float, type(None))
+"""Exact JSON value types of a nullable number (``bool`` is not one)."""
+
 REACHED_KEYS = ("step", "epoch", "train_seconds", "gradient_equivalents")
 
 
@@ -86,6 +89,12 @@ class RunRecord:
     data_scaled: bool | None = None
     device_name: str = ""
     version: str = ""
+    threads: int | None = None
+    """torch's intra-op thread count (``environment.threads``); None where not recorded."""
+    cpu: str = ""
+    """The CPU model (``environment.cpu``); empty where not recorded."""
+    minibatch_losses: list[float] = field(default_factory=list)
+    """``minibatch_train_losses``: entry i is the loss of the mini-batch after i updates."""
 
 
 def _number(value: Any, where: str, *, nullable: bool = False) -> float:
@@ -131,6 +140,26 @@ def _evaluation(record: Any, index: int) -> dict[str, float]:
     for key in (*LOSS_KEYS, *ACCURACY_KEYS, "minibatch_loss"):
         row[key] = _number(record.get(key), f"{where}.{key}", nullable=True)
     return row
+
+
+def _minibatch_losses(doc: dict[str, Any]) -> list[float]:
+    """The per-step training losses (optional; null entries read as NaN)."""
+    values = doc.get("minibatch_train_losses")
+    if values is None:
+        return []
+    if not isinstance(values, list):
+        raise Foreign("minibatch_train_losses is not a list")
+    bad = next((i for i, v in enumerate(values) if type(v) not in NUMBER_TYPES), None)
+    if bad is not None:
+        raise Foreign(f"minibatch_train_losses[{bad}] is not a number ({values[bad]!r:.40})")
+    return [math.nan if v is None else float(v) for v in values]
+
+
+def _threads(env: dict[str, Any]) -> int | None:
+    value = env.get("threads")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return None
+    return value
 
 
 def _target(value: Any) -> dict[str, Any] | None:
@@ -206,6 +235,9 @@ def parse_ours(doc: dict[str, Any], *, under_diverged: bool = False) -> RunRecor
         data_scaled=scaled if isinstance(scaled, bool) else None,
         device_name=str(env.get("device_name") or env.get("device") or ""),
         version=str(env.get("bdhf_bench") or ""),
+        threads=_threads(env),
+        cpu=str(env.get("cpu") or ""),
+        minibatch_losses=_minibatch_losses(doc),
         **_common(doc),
     )
 

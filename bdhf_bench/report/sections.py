@@ -6,6 +6,7 @@ their bytes, so the HTML can embed exactly what the markdown links to.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -15,9 +16,10 @@ import pandas as pd
 
 from .. import __version__
 from . import figures, tables
-from .aggregate import curvature_table, setting_table, summary_table
+from .aggregate import curvature_table, mixed_budgets, setting_table, summary_table
 from .baselines import CITATION, LABEL, baselines_for
-from .document import Document, Image
+from .document import Bullets, Document, Image
+from .headline import headline
 from .load import LoadedResults
 from .profiles import (
     PROFILE_TIMES,
@@ -25,18 +27,22 @@ from .profiles import (
     performance_ratios,
     profile_scores,
     profile_taus,
+    solved_any,
     time_matrix,
 )
 from .writer import FIGURES, ReportWriter
 
 TITLE = "bdhf-bench leaderboard"
+HEADLINE = "Headline"
 RULES = (
-    "Rules (details in docs/report.md): for each problem and optimizer the setting shown is the "
+    "Rules (details in docs/report.md): runs are compared only within one budget; for each "
+    "problem, budget and optimizer the setting shown is the "
     "one with the best mean final VALIDATION metric over seeds (test is never used to select); "
     "the final test metric is mean ± population std over the finished seeds; times to target "
     "are medians over all seeds where a run that never reached the target counts as infinite "
     "(AlgoPerf's rule), so a median is finite only when more than half the seeds reached it; "
-    "the overhead column is the ratio of median seconds per step to Adam's on the same problem."
+    "the step cost column is the ratio of median seconds per update to Adam's on the same "
+    "problem and budget."
 )
 PROFILE_TEXT = (
     "AlgoPerf style: for each problem, r = an optimizer's median time to target divided by the "
@@ -79,6 +85,7 @@ class ReportSections:
         self.summary = summary_table(self.settings)
         self.curvature = curvature_table(self.settings)
         self.colors = figures.palette(list(loaded.runs["optimizer"].astype(str)))
+        self.mixed = mixed_budgets(self.settings)
         self.doc = Document(TITLE)
         self._check_targets()
 
@@ -114,9 +121,47 @@ class ReportSections:
             RULES,
         )
 
+    def workloads(self) -> list[tuple[str, pd.DataFrame]]:
+        """(workload, its summary rows) per problem and budget, in page order."""
+        return [
+            (str(rows["workload"].iloc[0]), rows)
+            for _, rows in self.summary.groupby(["problem", "budget"], sort=True)
+        ]
+
+    def _resolution(self, rows: pd.DataFrame) -> float:
+        """Median updates between evaluations of the selected runs: the granularity of a time
+        to target (the target is checked at evaluations only)."""
+        runs = self.loaded.runs
+        chosen = set(zip(rows["problem"], rows["budget"], rows["optimizer"], rows["setting"]))
+        keys = zip(runs["problem"], runs["budget"], runs["optimizer"], runs["setting"])
+        mine = runs[[key in chosen for key in keys]]
+        gaps = mine["final_step"].astype(float) / (mine["n_evaluations"].astype(float) - 1)
+        return float(gaps.median()) if gaps.notna().any() else float("nan")
+
+    def headline(self) -> None:
+        """First on the page: per problem and budget, who gets to the target first in each unit
+        and whether it exceeds the seeds' spread, in sentences computed from the numbers."""
+        section = self.doc.add(HEADLINE)
+        if self.mixed:
+            listed = "; ".join(f"{p}: {', '.join(b)}" for p, b in self.mixed.items())
+            section.blocks.append(
+                f"These results mix budgets ({listed}). Runs are compared, and settings "
+                "selected, only within one budget: each budget has its own rows."
+            )
+        for _, rows in self.workloads():
+            opening, lines = headline(
+                rows, self.loaded.runs, tables.machines(rows), self._resolution(rows)
+            )
+            section.blocks.extend([opening, Bullets(lines)])
+
     def leaderboard(self) -> None:
+        self.doc.add("Leaderboard", tables.leaderboard(self.summary))
+
+    def details(self) -> None:
         self.doc.add(
-            "Leaderboard", tables.leaderboard(self.summary), tables.selected_settings(self.summary)
+            "Details of the leaderboard rows",
+            tables.details(self.summary),
+            tables.selected_settings(self.summary),
         )
 
     def profiles(self) -> None:
@@ -133,6 +178,12 @@ class ReportSections:
             self.out.csv(f"profile_ratios_{name}", ratios)
             self.out.csv(f"profile_{name}", profile)
             label = name.replace("_", "-")
+            if not solved_any(ratios):
+                section.blocks.append(
+                    f"No optimizer reached its target on any of the {len(ratios)} problems: "
+                    f"every {label} ratio is infinite, so there is no {label} profile to draw."
+                )
+                continue
             image = self.figure(
                 f"profile_{name}",
                 f"performance profile ({label})",
@@ -149,57 +200,71 @@ class ReportSections:
             return
         section = self.doc.add("BDHF vs HF over curvature batch size")
         section.blocks.append(tables.curvature(self.curvature))
-        for problem, rows in self.curvature.groupby("problem", sort=True):
-            target = problem_target(self.summary[self.summary["problem"] == problem])
+        for (problem, budget), rows in self.curvature.groupby(["problem", "budget"], sort=True):
+            mine = self.summary[
+                (self.summary["problem"] == problem) & (self.summary["budget"] == budget)
+            ]
+            name = str(mine["workload"].iloc[0]) if len(mine) else str(problem)
+            target = problem_target(mine)
             image = self.figure(
-                f"curvature_{slug(str(problem))}",
-                f"{problem}: BDHF vs HF by curvature batch",
+                f"curvature_{slug(name)}",
+                f"{name}: BDHF vs HF by curvature batch",
                 figures.curvature_figure,
                 rows,
-                str(problem),
+                name,
                 self.colors,
                 target,
             )
             section.blocks.extend([image] if image else [])
 
-    def _selected_evaluations(self, problem: str, summary: pd.DataFrame) -> pd.DataFrame:
-        chosen = set(zip(summary["optimizer"], summary["setting"]))
-        evals = self.loaded.evaluations
-        evals = evals[evals["problem"] == problem]
-        keep = [pair in chosen for pair in zip(evals["optimizer"], evals["setting"])]
-        return evals[keep]
+    def _selected(self, frame: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+        """The rows of ``frame`` (evaluations or steps) that belong to the selected settings."""
+        chosen = set(zip(summary["problem"], summary["optimizer"], summary["setting"]))
+        keys = zip(frame["problem"], frame["optimizer"], frame["setting"])
+        return frame[[key in chosen for key in keys]]
 
-    def problem(self, problem: str) -> None:
-        summary = self.summary[self.summary["problem"] == problem]
-        evals = self._selected_evaluations(problem, summary)
+    def problem(self, workload: str, summary: pd.DataFrame) -> None:
+        problem = str(summary["problem"].iloc[0])
+        evals = self._selected(self.loaded.evaluations, summary)
+        steps = self._selected(self.loaded.steps, summary)
         base = baselines_for(self.baselines, problem)
         target = problem_target(summary)
+        machine = tables.machines(summary)
         kind = "accuracy" if (summary["metric_kind"] == "accuracy").any() else "loss"
-        section = self.doc.add(f"Problem: {problem}")
-        name = slug(problem)
+        section = self.doc.add(f"Problem: {workload}")
+        name = slug(workload)
         curves = self.figure(
             f"curves_{name}",
-            f"{problem}: learning curves",
+            f"{workload}: learning curves against updates, seconds and gradient-equivalents",
             figures.learning_curves,
             evals,
-            problem,
+            steps,
+            workload,
             kind,
             self.colors,
             target,
             base,
+            machine,
         )
         section.blocks.extend([curves] if curves else [])
-        if target:
+        reached = summary["steps_to_target"].astype(float).map(math.isfinite).any()
+        if target and reached:
             bars = self.figure(
                 f"time_to_target_{name}",
-                f"{problem}: time to target",
+                f"{workload}: time to target",
                 figures.time_to_target_bars,
                 summary,
-                problem,
+                workload,
                 self.colors,
                 base,
+                machine,
             )
             section.blocks.extend([bars] if bars else [])
+        elif target:
+            section.blocks.append(
+                f"No optimizer reached the target on {workload} (the median over seeds is "
+                "infinite for every optimizer): no time-to-target figure."
+            )
         if len(base):
             section.blocks.append(tables.baselines(base, f"{LABEL} — {CITATION}"))
 
@@ -247,15 +312,17 @@ class ReportSections:
         self.out.csv("skipped", skipped)
 
     def build(self, results_dirs: Sequence[str | os.PathLike[str]]) -> Document:
-        """Every section in page order."""
-        self.about(results_dirs)
+        """Every section in page order: the answer first, then its evidence, then the rest."""
+        self.headline()
         self.leaderboard()
+        self.about(results_dirs)
+        for workload, rows in self.workloads():
+            self.problem(workload, rows)
         self.profiles()
         self.curvature_sweep()
-        for problem in sorted(self.loaded.runs["problem"].astype(str).unique()):
-            self.problem(problem)
-        self.deepobs()
+        self.details()
         self.all_settings()
+        self.deepobs()
         self.csv_tables()
         self.skipped()
         return self.doc

@@ -48,58 +48,120 @@ def _target(row: Any) -> str:
     return f"{row.target_split} {row.target_metric} {relation} {number(value)}"
 
 
+UNKNOWN = "unknown"
+
+
+def machine(row: Any) -> str:
+    """Where a row's seconds were measured: device, CPU model and torch threads ("unknown"
+    where the result files did not record it, as files before threads were recorded)."""
+    device = getattr(row, "device_name", "") or UNKNOWN
+    cpu = getattr(row, "cpu", "") or UNKNOWN
+    threads = getattr(row, "threads", "") or UNKNOWN
+    return f"device {device}, CPU {cpu}, threads {threads}"
+
+
+def machines(summary: pd.DataFrame) -> str:
+    """One machine for all rows, or "optimizer: machine; ..." when they differ."""
+    labels = [(str(r.optimizer), machine(r)) for r in summary.itertuples(index=False)]
+    distinct = sorted({label for _, label in labels})
+    if len(distinct) <= 1:
+        return distinct[0] if distinct else UNKNOWN
+    return "; ".join(f"{name}: {label}" for name, label in labels)
+
+
 def leaderboard(summary: pd.DataFrame) -> Table:
-    """The main table: one row per problem and optimizer (the validation-selected setting)."""
+    """The main table: what a reader compares, one row per problem, budget and optimizer."""
     headers = [
         "problem",
+        "budget",
         "optimizer",
         "final test metric",
-        "best valid (mean)",
-        "runs: finished / diverged",
-        "target",
-        "steps→target",
-        "epochs→target",
+        "updates→target",
         "seconds→target",
         "grad-eq→target",
+        "step cost ÷ Adam",
+    ]
+    rows = [
+        [
+            r.problem,
+            r.budget,
+            r.optimizer,
+            f"{r.metric_kind}: {mean_std(r.final_mean, r.final_std, r.final_n)}",
+            *(
+                to_target(getattr(r, f"{name}_to_target"), r.n_reached, r.n_with_target)
+                for name in ("steps", "seconds", "gradient_equivalents")
+            ),
+            number(r.overhead_vs_adam, 3),
+        ]
+        for r in summary.itertuples(index=False)
+    ]
+    caption = (
+        "final test metric: mean ± population std over finished seeds; →target: median over "
+        "all seeds, a miss counts as ∞ (reached/seeds in brackets); step cost: median seconds "
+        f"per update over Adam's; seconds measured on {machines(summary)}"
+    )
+    return Table(headers, rows, caption)
+
+
+def details(summary: pd.DataFrame) -> Table:
+    """The rest of each leaderboard row (also in tables/summary.csv)."""
+    headers = [
+        "problem",
+        "budget",
+        "optimizer",
+        "target",
+        "best valid (mean)",
+        "runs: finished / diverged",
+        "epochs→target",
+        "s / update",
         "s / epoch",
-        "s / step ÷ Adam",
+        "measured on",
         "data",
         "settings",
     ]
-    rows = []
-    for r in summary.itertuples(index=False):
-        rows.append(
-            [
-                r.problem,
-                r.optimizer,
-                f"{r.metric_kind}: {mean_std(r.final_mean, r.final_std, r.final_n)}",
-                number(r.best_valid_mean),
-                f"{r.n_finished} / {r.n_diverged}",
-                _target(r),
-                *(
-                    to_target(getattr(r, f"{name}_to_target"), r.n_reached, r.n_with_target)
-                    for name in ("steps", "epochs", "seconds", "gradient_equivalents")
-                ),
-                number(r.seconds_per_epoch),
-                number(r.overhead_vs_adam, 3),
-                r.data_source,
-                str(r.n_settings),
-            ]
-        )
-    caption = (
-        "final test metric: mean ± population std over finished seeds; →target: median over "
-        "all seeds, a miss counts as ∞ (reached/seeds in brackets)"
-    )
-    return Table(headers, rows, caption)
+    rows = [
+        [
+            r.problem,
+            r.budget,
+            r.optimizer,
+            _target(r),
+            number(r.best_valid_mean),
+            f"{r.n_finished} / {r.n_diverged}",
+            to_target(r.epochs_to_target, r.n_reached, r.n_with_target),
+            number(r.seconds_per_step),
+            number(r.seconds_per_epoch),
+            machine(r),
+            r.data_source,
+            str(r.n_settings),
+        ]
+        for r in summary.itertuples(index=False)
+    ]
+    return Table(headers, rows, "per leaderboard row: the target, validation, runs and speed")
 
 
 def selected_settings(summary: pd.DataFrame) -> Table:
     """Which setting each row of the leaderboard is, and its validation score."""
     rows = [
-        [r.problem, r.optimizer, r.setting, number(r.selection_score), r.seeds, str(r.n_settings)]
+        [
+            r.problem,
+            r.budget,
+            r.optimizer,
+            r.setting,
+            number(r.selection_score),
+            r.seeds,
+            str(r.n_settings),
+        ]
         for r in summary.itertuples(index=False)
     ]
-    headers = ["problem", "optimizer", "selected setting", "mean final valid", "seeds", "of"]
+    headers = [
+        "problem",
+        "budget",
+        "optimizer",
+        "selected setting",
+        "mean final valid",
+        "seeds",
+        "of",
+    ]
     return Table(headers, rows, "selected on the final validation metric (never test)")
 
 
@@ -107,6 +169,7 @@ def settings(table: pd.DataFrame) -> Table:
     """Every setting of every problem and optimizer, in rank order (rank 1 is the one shown)."""
     headers = [
         "problem",
+        "budget",
         "optimizer",
         "rank",
         "what varies",
@@ -114,10 +177,12 @@ def settings(table: pd.DataFrame) -> Table:
         "final test",
         "finished / diverged",
         "seconds→target",
+        "measured on",
     ]
     rows = [
         [
             r.problem,
+            r.budget,
             r.optimizer,
             str(r.rank),
             r.varied,
@@ -125,6 +190,7 @@ def settings(table: pd.DataFrame) -> Table:
             mean_std(r.final_mean, r.final_std, r.final_n),
             f"{r.n_finished} / {r.n_diverged}",
             to_target(r.seconds_to_target, r.n_reached, r.n_with_target),
+            machine(r),
         ]
         for r in table.itertuples(index=False)
     ]
@@ -139,6 +205,7 @@ def curvature(table: pd.DataFrame) -> Table:
     """BDHF vs HF per curvature batch size."""
     headers = [
         "problem",
+        "budget",
         "optimizer",
         "fraction",
         "curvature batch",
@@ -150,6 +217,7 @@ def curvature(table: pd.DataFrame) -> Table:
     rows = [
         [
             r.problem,
+            r.budget,
             r.optimizer,
             number(r.curvature_fraction),
             number(r.curvature_batch_size),

@@ -54,9 +54,14 @@ def make_run(
     diverged_after: int | None = None,
     target: tuple[str, str, float] | None = ("accuracy", "test", 0.8),
     data_source: str = "synthetic",
+    budget: dict[str, Any] | None = None,
+    environment: dict[str, Any] | None = None,
+    minibatch: list[float] | None = None,
 ) -> dict[str, Any]:
     """One result document. ``reached_seconds=None`` is a miss; ``diverged_after=k`` keeps k+1
-    evaluations and sets status diverged (its ``steps`` go half an epoch past the last one)."""
+    evaluations and sets status diverged (its ``steps`` go half an epoch past the last one).
+    ``budget`` replaces the epoch budget, ``environment`` adds keys to the environment and
+    ``minibatch`` gives the per-step losses (default: 1.0 at every step)."""
     hps = {"lr": 0.001} if hps is None else hps
     n = num_epochs + 1 if diverged_after is None else diverged_after + 1
     epochs = list(range(n))
@@ -114,10 +119,11 @@ def make_run(
         "train_losses": [e["train_loss"] for e in evaluations],
         "valid_losses": [e["valid_loss"] for e in evaluations],
         "test_losses": [e["test_loss"] for e in evaluations],
-        "minibatch_train_losses": [1.0] * steps,
+        "minibatch_train_losses": [1.0] * steps if minibatch is None else list(minibatch),
         "schema_version": 1,
         "status": "finished" if diverged_after is None else "diverged",
-        "budget": {"epochs": num_epochs, "steps": None, "time_budget": None, "eval_every": None},
+        "budget": budget
+        or {"epochs": num_epochs, "steps": None, "time_budget": None, "eval_every": None},
         "evaluations": evaluations,
         "target": None
         if target is None
@@ -139,6 +145,7 @@ def make_run(
             "git_revision": "abc",
             "python": "3.11",
             "platform": "linux",
+            **(environment or {}),
         },
         "steps": steps,
         "train_seconds": steps * seconds_per_step,

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_report_helpers import make_run, write_doc, write_run
 
@@ -169,3 +170,50 @@ def test_a_train_eval_target_is_read(tmp_path: Path) -> None:
     loaded = load_results([root])
     assert loaded.skipped == []
     assert loaded.runs["target_split"].tolist() == ["train_eval"]
+
+
+def test_every_logged_minibatch_loss_is_placed_on_the_three_axes(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    losses = [3.0 - 0.125 * i for i in range(16)]  # evaluations at steps 0, 8 and 16
+    write_run(root, seed=1, seconds_per_step=0.5, ge_per_step=4.0, minibatch=losses)
+    write_run(root, seed=2, diverged_after=1, minibatch=[2.0] * 11 + [None])
+    steps = load_results([root]).steps
+    one = steps[steps["seed"] == 1].sort_values("step")
+    assert list(one["step"]) == list(range(16))  # entry i: the loss after i updates
+    assert list(one["minibatch_loss"]) == losses
+    # linear between the evaluation records (step, seconds, grad-eq) = (0,0,0), (8,4,32), (16,8,64)
+    assert list(one["train_seconds"]) == [0.5 * i for i in range(16)]
+    assert list(one["gradient_equivalents"]) == [4.0 * i for i in range(16)]
+    two = steps[steps["seed"] == 2].sort_values("step")
+    assert len(two) == 12 and two["status"].eq("diverged").all()
+    assert np.isnan(two["minibatch_loss"].iloc[-1])  # a null loss reads as NaN
+    # past the last evaluation (step 8) nothing is invented
+    assert list(two["train_seconds"].iloc[:9]) == [0.5 * i for i in range(9)]
+    assert two["train_seconds"].iloc[9:].isna().all()
+    assert two["gradient_equivalents"].iloc[9:].isna().all()
+
+
+def test_budget_and_machine_are_read(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    steps = {"epochs": None, "steps": 40, "time_budget": None, "eval_every": 10}
+    env = {"threads": 2, "cpu": "Example CPU 9000"}
+    write_run(root, seed=1, budget=steps, environment=env)
+    write_run(root, seed=2)
+    timed = {"epochs": None, "steps": None, "time_budget": 60.0, "eval_every": None}
+    write_run(root, seed=3, budget=timed, environment={"threads": True})
+    runs = load_results([root]).runs.set_index("seed")
+    assert runs.loc[1, "budget"] == "40 steps, eval every 10"
+    assert runs.loc[2, "budget"] == "2 epochs"
+    assert runs.loc[3, "budget"] == "60 s"
+    assert runs.loc[1, "threads"] == 2 and runs.loc[1, "cpu"] == "Example CPU 9000"
+    assert np.isnan(runs.loc[2, "threads"]) and runs.loc[2, "cpu"] == ""  # older files
+    assert np.isnan(runs.loc[3, "threads"])  # a boolean is not a thread count
+
+
+def test_malformed_minibatch_losses_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    doc = make_run(seed=1)
+    doc["minibatch_train_losses"] = [1.0, "2.0"]
+    write_doc(root, doc)
+    skipped = load_results([root]).skipped
+    assert [s.reason for s in skipped] == ["minibatch_train_losses[1] is not a number ('2.0')"]

@@ -40,6 +40,12 @@ def palette(optimizers: Sequence[str]) -> dict[str, tuple[float, float, float]]:
     return dict(zip(names, colors))
 
 
+def as_png(drawn: Figure | bytes) -> bytes:
+    """A drawn figure as PNG bytes (bytes pass through): figures whose lines tests inspect
+    return the Figure itself."""
+    return drawn if isinstance(drawn, bytes) else _png(drawn)
+
+
 def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
@@ -169,7 +175,7 @@ def learning_curves(
     target: dict | None = None,
     baselines: pd.DataFrame | None = None,
     machine: str = "",
-) -> bytes:
+) -> Figure:
     """Per optimizer, against updates, training seconds and gradient-equivalents: every logged
     mini-batch loss (smoothed, thin), the test (solid, dots) and train (dashed) evaluations;
     lines are means over seeds, bands the seeds' min-max; log scale where a loss spans decades."""
@@ -235,7 +241,7 @@ def learning_curves(
     if baselines is not None and len(baselines):
         title += f"\ndash-dot grey: {LABEL} ({SHORT_CITATION})"
     fig.suptitle(title, fontsize="medium")
-    return _png(fig)
+    return fig
 
 
 def _bars(ax: Axes, labels: list[str], values: list[float], notes: list[str], colors: list) -> None:

@@ -63,7 +63,7 @@ def _range(values: np.ndarray, unit: str) -> str:
     low, high = float(np.min(values)), float(np.max(values))
     if low == high:
         return fmt(low, unit)
-    return f"{fmt(low)}–{fmt(high, unit)}"
+    return f"{fmt(low)}–{fmt(high)} {unit}".rstrip()
 
 
 def compare(

@@ -99,10 +99,10 @@ class ReportSections:
                     "time to target is against its own"
                 )
 
-    def figure(self, name: str, alt: str, draw: Callable[..., bytes], *args: Any) -> Image | None:
+    def figure(self, name: str, alt: str, draw: Callable[..., Any], *args: Any) -> Image | None:
         """Draw and write ``figures/<name>.png``; a failure becomes a note, not a traceback."""
         try:
-            data = draw(*args)
+            data = figures.as_png(draw(*args))
         except Exception as err:  # one bad figure must not take the whole report down
             self.notes.append(f"figure {name} not drawn: {type(err).__name__}: {err}")
             return None
@@ -179,9 +179,11 @@ class ReportSections:
             self.out.csv(f"profile_{name}", profile)
             label = name.replace("_", "-")
             if not solved_any(ratios):
+                n = len(ratios)
+                where = "its one problem" if n == 1 else f"any of its {n} problems"
                 section.blocks.append(
-                    f"No optimizer reached its target on any of the {len(ratios)} problems: "
-                    f"every {label} ratio is infinite, so there is no {label} profile to draw."
+                    f"No optimizer reached the target on {where}: every {label} ratio is "
+                    f"infinite, so there is no {label} profile to draw."
                 )
                 continue
             image = self.figure(

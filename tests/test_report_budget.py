@@ -5,12 +5,14 @@ nothing to show is a sentence instead."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from test_report_helpers import make_run, write_doc
 
 from bdhf_bench.report import build_report, load_results, setting_table, summary_table
 from bdhf_bench.report.profiles import time_matrix
+from bdhf_bench.report.tables import machine
 
 STEPS = {"epochs": None, "steps": 16, "time_budget": None, "eval_every": 8}
 CPU = {"threads": 1, "cpu": "Example CPU 9000"}
@@ -99,3 +101,17 @@ def test_nothing_reached_draws_no_empty_figure(tmp_path: Path) -> None:
             f"{label} ratio is infinite, so there is no {label} profile to draw." in text
         )
     assert "No optimizer reached the target on mnist_mlp" in text
+
+
+@pytest.mark.parametrize(
+    ("recorded", "shown"),
+    [
+        (("NVIDIA H200", "AMD EPYC", "4"), "device NVIDIA H200, CPU AMD EPYC, threads 4"),
+        (("AMD EPYC", "AMD EPYC", "1"), "CPU AMD EPYC, threads 1"),  # a CPU run
+        (("x86_64", "", ""), "device x86_64, CPU unknown, threads unknown"),  # an older file
+    ],
+)
+def test_machine_label(recorded: tuple[str, str, str], shown: str) -> None:
+    device_name, cpu, threads = recorded
+    row = SimpleNamespace(device_name=device_name, cpu=cpu, threads=threads)
+    assert machine(row) == shown

@@ -57,6 +57,8 @@ def machine(row: Any) -> str:
     device = getattr(row, "device_name", "") or UNKNOWN
     cpu = getattr(row, "cpu", "") or UNKNOWN
     threads = getattr(row, "threads", "") or UNKNOWN
+    if device == cpu != UNKNOWN:  # a CPU run names its CPU as the device
+        return f"CPU {cpu}, threads {threads}"
     return f"device {device}, CPU {cpu}, threads {threads}"
 
 

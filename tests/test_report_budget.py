@@ -73,7 +73,7 @@ def test_a_mixed_folder_says_so_and_shows_the_machine(mixed: Path, tmp_path: Pat
         "These results mix budgets (mnist_mlp: 16 steps, eval every 8, 2 epochs). Runs are "
         "compared, and settings selected, only within one budget" in headline
     )
-    assert headline.count("mnist_mlp, budget ") == 2
+    assert headline.count("mnist_mlp (synthetic data), budget ") == 2
     # recorded threads and CPU where the files have them, "unknown" where they do not
     assert "Seconds measured on device cpu, CPU Example CPU 9000, threads 1." in headline
     assert "Seconds measured on device cpu, CPU unknown, threads unknown." in headline

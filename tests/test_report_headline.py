@@ -33,7 +33,7 @@ def test_loss_problem_headline_from_hand_computed_medians(scenario: Path) -> Non
     # 2 s (2 s/update -> 1 update, 4 grad-eq); hf at 3 s on two seeds and misses on the third
     # (3 s/update -> 1 update, 5 grad-eq; medians of [x, x, inf] = x)
     opening, lines = _lines(scenario, P2, machine="device cpu, CPU X, threads 1")
-    assert opening.startswith(f"{P2}, budget 2 epochs, target test loss ≤ 100 ")
+    assert opening.startswith(f"{P2} (synthetic data), budget 2 epochs, target test loss ≤ 100 ")
     assert "every 8 updates" in opening
     assert lines[:3] == [
         "adam: 8 updates, 4 s, 8 grad-eq to target (3/3 seeds reached); final test loss 92 ± 1.63.",

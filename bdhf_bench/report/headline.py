@@ -179,7 +179,8 @@ def headline(
     targeted = summary[summary["target_value"].notna() & summary["n_with_target"].gt(0)]
     target = targeted.iloc[0] if len(targeted) else None
     pool = contenders(summary, runs)
-    opening = f"{first['problem']}, budget {first['budget']}"
+    sources = sorted({str(v) for v in summary["data_source"]})
+    opening = f"{first['problem']} ({', '.join(sources)} data), budget {first['budget']}"
     if target is not None:
         opening += f", target {_target_text(target)}"
     opening += (

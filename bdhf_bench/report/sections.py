@@ -221,9 +221,11 @@ class ReportSections:
 
     def _selected(self, frame: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
         """The rows of ``frame`` (evaluations or steps) that belong to the selected settings."""
-        chosen = set(zip(summary["problem"], summary["optimizer"], summary["setting"]))
-        keys = zip(frame["problem"], frame["optimizer"], frame["setting"])
-        return frame[[key in chosen for key in keys]]
+        keys = ["problem", "optimizer", "setting"]
+        if frame.empty:
+            return frame
+        chosen = pd.MultiIndex.from_frame(summary[keys])
+        return frame[pd.MultiIndex.from_frame(frame[keys]).isin(chosen)]
 
     def problem(self, workload: str, summary: pd.DataFrame) -> None:
         problem = str(summary["problem"].iloc[0])

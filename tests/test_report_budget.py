@@ -77,6 +77,8 @@ def test_a_mixed_folder_says_so_and_shows_the_machine(mixed: Path, tmp_path: Pat
     # recorded threads and CPU where the files have them, "unknown" where they do not
     assert "Seconds measured on device cpu, CPU Example CPU 9000, threads 1." in headline
     assert "Seconds measured on device cpu, CPU unknown, threads unknown." in headline
+    profile = next(line for line in text.splitlines() if line.startswith("*seconds: ratio"))
+    assert "seconds on adam: device cpu, CPU Example CPU 9000, threads 1; adam: " in profile
     assert "| mnist_mlp | 2 epochs | adam |" in text
     assert "| mnist_mlp | 16 steps, eval every 8 | bdhf |" in text
     figures = sorted(p.name for p in (tmp_path / "out" / "figures").glob("curves_*"))

@@ -312,9 +312,13 @@ def time_to_target_bars(
 
 
 def profile_figure(
-    profile: pd.DataFrame, time_name: str, colors: dict[str, tuple[float, float, float]]
+    profile: pd.DataFrame,
+    time_name: str,
+    colors: dict[str, tuple[float, float, float]],
+    note: str = "",
 ) -> bytes:
-    """rho(tau) per optimizer: the fraction of problems solved within tau times the best."""
+    """rho(tau) per optimizer: the fraction of problems solved within tau times the best
+    (``note``, under the title: where the seconds were measured)."""
     fig, axes = _new_figure(1, 1, 6.0, 4.0)
     ax = axes[0, 0]
     taus = [float(t) for t in profile.columns]
@@ -332,7 +336,8 @@ def profile_figure(
     ax.set_xlabel(f"tau: ratio of {time_name}-to-target to the best optimizer's")
     ax.set_ylabel("fraction of problems")
     ax.legend(loc="lower right")
-    ax.set_title(f"Performance profile ({time_name}; AlgoPerf style, tau <= 4)", fontsize="medium")
+    title = f"Performance profile ({time_name}; AlgoPerf style, tau <= 4)"
+    ax.set_title(f"{title}\n{note}" if note else title, fontsize="medium")
     return _png(fig)
 
 

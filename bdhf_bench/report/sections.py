@@ -178,6 +178,7 @@ class ReportSections:
             self.out.csv(f"profile_ratios_{name}", ratios)
             self.out.csv(f"profile_{name}", profile)
             label = name.replace("_", "-")
+            note = f"seconds on {tables.machines(self.summary)}" if name == "seconds" else ""
             if not solved_any(ratios):
                 n = len(ratios)
                 where = "its one problem" if n == 1 else f"any of its {n} problems"
@@ -193,9 +194,10 @@ class ReportSections:
                 profile,
                 label,
                 self.colors,
+                note,
             )
             section.blocks.extend([image] if image else [])
-            section.blocks.append(tables.scores(ratios, profile_scores(ratios), label))
+            section.blocks.append(tables.scores(ratios, profile_scores(ratios), label, note))
 
     def curvature_sweep(self) -> None:
         if self.curvature.empty:

@@ -64,11 +64,11 @@ def machine(row: Any) -> str:
 
 def machines(summary: pd.DataFrame) -> str:
     """One machine for all rows, or "optimizer: machine; ..." when they differ."""
-    labels = [(str(r.optimizer), machine(r)) for r in summary.itertuples(index=False)]
-    distinct = sorted({label for _, label in labels})
+    pairs = sorted({(str(r.optimizer), machine(r)) for r in summary.itertuples(index=False)})
+    distinct = sorted({label for _, label in pairs})
     if len(distinct) <= 1:
         return distinct[0] if distinct else UNKNOWN
-    return "; ".join(f"{name}: {label}" for name, label in labels)
+    return "; ".join(f"{name}: {label}" for name, label in pairs)
 
 
 def leaderboard(summary: pd.DataFrame) -> Table:
@@ -261,15 +261,17 @@ def baselines(frame: pd.DataFrame, label: str) -> Table:
     return Table(headers, rows, label)
 
 
-def scores(ratios: pd.DataFrame, score: pd.Series, time_name: str) -> Table:
-    """Per optimizer: the profile score and its ratio on each problem."""
+def scores(ratios: pd.DataFrame, score: pd.Series, time_name: str, note: str = "") -> Table:
+    """Per optimizer: the profile score and its ratio on each problem (``note`` ends the
+    caption: where the seconds were measured)."""
     problems = list(ratios.index)
     headers = ["optimizer", "score", *problems]
     rows = [
         [str(opt), number(score[opt], 3), *(number(ratios.at[p, opt], 3) for p in problems)]
         for opt in ratios.columns
     ]
-    return Table(headers, rows, f"{time_name}: ratio to the best optimizer per problem (∞ = miss)")
+    caption = f"{time_name}: ratio to the best optimizer per problem (∞ = miss)"
+    return Table(headers, rows, f"{caption}; {note}" if note else caption)
 
 
 def skipped(files: list[Any], reduced: bool = False) -> Table:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_report_helpers import P1, P2, write_run, write_scenario
+from test_report_helpers import P1, P2, make_run, write_doc, write_run, write_scenario
 
 from bdhf_bench.report import build_report, load_results, setting_table, summary_table
 from bdhf_bench.report.headline import Contender, compare, headline
@@ -152,3 +152,34 @@ def test_the_headline_opens_both_pages(scenario: Path, tmp_path: Path) -> None:
     html = summary.html.read_text()
     assert html.index('<section id="headline">') < html.index('<section id="leaderboard">')
     assert "Fewest training seconds to target: bdhf, 2 s" in html
+
+
+def test_most_seeds_missing_is_not_called_nobody_reaching(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    for seed, reached in ((1, 1.0), (2, None)):  # median of [x, inf] is inf
+        write_run(root, seed=seed, reached_seconds=reached)
+        write_run(root, optimizer="bdhf", seed=seed)
+    _, lines = _lines(root, "mnist_mlp")
+    assert lines[2] == (
+        "No optimizer reached the target on more than half of its seeds (every median is "
+        "infinite): no winner in any unit (2 optimizers tried)."
+    )
+
+
+def test_a_deepobs_only_seed_adds_no_unknown_step_count(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    write_run(root, seed=1, num_epochs=2)
+    write_run(root, seed=2, num_epochs=2, diverged_after=1)  # 12 updates
+    keys = ("testproblem", "batch_size", "num_epochs", "random_seed", "optimizer_name")
+    keys += ("optimizer_hyperparams", "train_losses", "valid_losses", "test_losses")
+    keys += ("train_accuracies", "valid_accuracies", "test_accuracies")
+    doc = make_run(seed=3)
+    deepobs = {k: doc[k] for k in keys}  # no steps, no timing: DeepOBS's own file
+    write_doc(root, deepobs, name="random_seed__3__deepobs.json")
+    opening, lines = _lines(root, "mnist_mlp")
+    assert opening.startswith("mnist_mlp (synthetic/unknown data), budget 2 epochs")
+    # best test accuracy 0.9 and 0.5 (diverged after one epoch): median 0.7; updates 16 and 12
+    assert lines[0] == (
+        "adam: not reached: best test accuracy 0.7 after 14 updates (medians over seeds; 0/2 "
+        "seeds reached); final test accuracy 0.9 ± 0."
+    )

@@ -28,6 +28,8 @@ UNITS = (
 
 def fmt(value: float, unit: str = "") -> str:
     """Three significant digits (integers as they are), then the unit."""
+    if math.isnan(value):
+        return "unknown"
     if not math.isfinite(value):
         return "∞"
     text = f"{value:.0f}" if float(value).is_integer() and abs(value) < 1e6 else f"{value:.3g}"
@@ -111,6 +113,13 @@ def compare(
     return text + f"; within the seeds' spread, the seeds overlap ({spans})."
 
 
+def _median(values: pd.Series) -> float:
+    """Median of the recorded values (NaN, e.g. a DeepOBS-only file's steps, left out)."""
+    array = values.to_numpy(dtype=float)
+    array = array[~np.isnan(array)]
+    return float(np.median(array)) if array.size else math.nan
+
+
 def _target_text(row: pd.Series) -> str:
     relation = "≥" if row["target_metric"] == "accuracy" else "≤"
     return f"{row['target_split']} {row['target_metric']} {relation} {fmt(row['target_value'])}"
@@ -135,10 +144,8 @@ def contenders(summary: pd.DataFrame, runs: pd.DataFrame) -> list[Contender]:
                 seeds={u: targeted[f"{u}_to_target"].to_numpy(dtype=float) for u, _, _ in UNITS},
                 n_reached=int(row.n_reached),
                 n_with_target=int(row.n_with_target),
-                best_on_target=float(np.median(targeted["best_target_metric"].astype(float)))
-                if len(targeted)
-                else math.nan,
-                updates_run=float(np.median(mine["steps"].astype(float))),
+                best_on_target=_median(targeted["best_target_metric"]),
+                updates_run=_median(mine["steps"]),
                 final_mean=float(row.final_mean),
                 final_std=float(row.final_std),
                 final_n=int(row.final_n),
@@ -179,23 +186,30 @@ def headline(
     targeted = summary[summary["target_value"].notna() & summary["n_with_target"].gt(0)]
     target = targeted.iloc[0] if len(targeted) else None
     pool = contenders(summary, runs)
-    sources = sorted({str(v) for v in summary["data_source"]})
-    opening = f"{first['problem']} ({', '.join(sources)} data), budget {first['budget']}"
+    sources = sorted({part for v in summary["data_source"] for part in str(v).split(",")})
+    opening = f"{first['problem']} ({'/'.join(sources)} data), budget {first['budget']}"
     if target is not None:
         opening += f", target {_target_text(target)}"
-    opening += (
-        f" (medians over seeds, a miss counts as infinite; the target is checked every "
-        f"{fmt(resolution, 'updates')}):"
-    )
+    opening += " (medians over seeds, a miss counts as infinite"
+    if math.isfinite(resolution):
+        opening += f"; the target is checked every {fmt(resolution, 'updates')}"
+    opening += "):"
     lines = [_optimizer_line(c, kind, target) for c in pool]
     timed = [c for c in pool if c.n_with_target]
     if target is None:
         lines.append("No target recorded: no time to target.")
     elif not any(math.isfinite(c.medians["steps"]) for c in timed):
-        lines.append(
-            f"No optimizer reached the target within the budget: no winner in any unit "
-            f"({len(timed)} optimizer{'s' if len(timed) != 1 else ''} tried)."
-        )
+        tried = f"{len(timed)} optimizer{'s' if len(timed) != 1 else ''} tried"
+        if any(c.n_reached for c in timed):
+            lines.append(
+                "No optimizer reached the target on more than half of its seeds (every median "
+                f"is infinite): no winner in any unit ({tried})."
+            )
+        else:
+            lines.append(
+                f"No optimizer reached the target within the budget: no winner in any unit "
+                f"({tried})."
+            )
     else:
         for unit, short, opener in UNITS:
             medians = {c.optimizer: c.medians[unit] for c in timed}

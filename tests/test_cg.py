@@ -210,3 +210,94 @@ def test_bad_arguments():
         block_cg(matvec, torch.ones(3, dtype=torch.float64), layout, 0.0, max_iters=0)
     with pytest.raises(ValueError, match="x0"):
         block_cg(matvec, torch.ones(3, dtype=torch.float64), layout, 0.0, x0=torch.ones(2))
+
+
+def _textbook_pcg(a, b, x0, m_inv, iters):
+    """Preconditioned CG on A x = b from x0 (numpy, float64), the iterate after ``iters``."""
+    x = x0.copy()
+    r = b - a @ x
+    z = m_inv * r
+    p = z.copy()
+    for _ in range(iters):
+        ap = a @ p
+        alpha = (r @ z) / (p @ ap)
+        x = x + alpha * p
+        r_new = r - alpha * ap
+        z_new = m_inv * r_new
+        p = z_new + (r_new @ z_new) / (r @ z) * p
+        r, z = r_new, z_new
+    return x
+
+
+def test_warm_start_on_a_damped_system_follows_textbook_cg_to_the_solution():
+    layout, mats, _, matvec, _ = _problem([7, 5], [200.0, 30.0], seed=3)
+    g = torch.Generator().manual_seed(6)
+    b = torch.randn(layout.numel, dtype=torch.float64, generator=g)
+    x0 = torch.randn(layout.numel, dtype=torch.float64, generator=g)
+    lam = [0.3, 2.0]
+    # three iterations: each block's iterate is textbook CG's from the same start
+    early = block_cg(matvec, b, layout, lam, x0=x0, max_iters=3, tol=1e-12)
+    solved = block_cg(matvec, b, layout, lam, x0=x0, max_iters=100, tol=1e-14)
+    for (lo, hi), m, lam_b in zip(layout.block_bounds, mats, lam):
+        damped = (m + lam_b * torch.eye(hi - lo, dtype=torch.float64)).numpy()
+        ones = np.ones(hi - lo)
+        expect = _textbook_pcg(damped, b[lo:hi].numpy(), x0[lo:hi].numpy(), ones, 3)
+        np.testing.assert_allclose(early.x[lo:hi].numpy(), expect, rtol=1e-10, atol=1e-12)
+        exact = torch.linalg.solve(torch.from_numpy(damped), b[lo:hi])
+        torch.testing.assert_close(solved.x[lo:hi], exact, rtol=1e-9, atol=1e-11)
+    assert early.stop_reasons == ["max_iters", "max_iters"]
+    # the start's residual is one product per block, and the start is not modified in place
+    assert early.block_products == [4, 4] and not torch.equal(early.x, x0)
+
+
+def test_preconditioned_cg_on_a_coupled_system_is_textbook_pcg():
+    n = 10
+    a = _spd(n, 500.0, 8)
+    m = torch.logspace(-1, 2, n, dtype=torch.float64)  # a diagonal far from A's
+    layout = BlockLayout([[torch.zeros(n, dtype=torch.float64)]])
+    b = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    lam = 0.05
+    damped = a + lam * torch.eye(n, dtype=torch.float64)
+    for iters in (2, 4):
+        res = block_cg(lambda p, act: a @ p, b, layout, lam, preconditioner=m, max_iters=iters)
+        expect = _textbook_pcg(damped.numpy(), b.numpy(), np.zeros(n), 1 / m.numpy(), iters)
+        np.testing.assert_allclose(res.x.numpy(), expect, rtol=1e-10, atol=1e-12)
+    full = block_cg(
+        lambda p, act: a @ p, b, layout, lam, preconditioner=m, max_iters=200, tol=1e-14
+    )
+    torch.testing.assert_close(full.x, torch.linalg.solve(damped, b), rtol=1e-9, atol=1e-11)
+
+
+def test_progress_window_grows_beyond_iteration_100():
+    # Martens' window k = max(10, ceil(0.1 i)): past i = 100 it is wider than 10, and here a
+    # fixed window of 10 would stop four iterations earlier.
+    n, tol, max_iters = 800, 5e-5, 300
+    d = torch.linspace(1.0, 1e7, n, dtype=torch.float64)
+    layout = BlockLayout([[torch.zeros(n, dtype=torch.float64)]])
+    b = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    res = block_cg(lambda p, act: d * p, b, layout, 0.0, max_iters=max_iters, tol=tol)
+    phis = _numpy_cg_phis(np.diag(d.numpy()), b.numpy(), max_iters)
+    expect = _first_progress_stop(phis, tol, max_iters)
+    fixed_window = next(
+        i
+        for i in range(11, max_iters)
+        if phis[i] < 0 and (phis[i] - phis[i - 10]) / phis[i] < 10 * tol
+    )
+    assert expect == 138 and fixed_window == 134
+    assert res.iterations == [expect] and res.stop_reasons == ["progress"]
+
+
+def test_per_block_limits():
+    layout, mats, _, matvec, _ = _problem([6, 6, 6], [1e3, 1e3, 1e3])
+    b = torch.ones(18, dtype=torch.float64)
+    res = block_cg(matvec, b, layout, 0.1, max_iters=[2, 5, 40], tol=[1e-12, 1e-12, 1e-12])
+    assert res.iterations[:2] == [2, 5] and res.stop_reasons[:2] == ["max_iters"] * 2
+    assert res.stop_reasons[2] == "converged"
+    # each block as if it ran alone with its own limit
+    for k, cap in enumerate([2, 5]):
+        lo, hi = layout.block_bounds[k]
+        solo_layout = BlockLayout([[torch.zeros(6, dtype=torch.float64)]])
+        solo = block_cg(lambda p, a, m=mats[k]: m @ p, b[lo:hi], solo_layout, 0.1, max_iters=cap)
+        torch.testing.assert_close(res.x[lo:hi], solo.x, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="max_iters needs one value or one per block"):
+        block_cg(matvec, b, layout, 0.1, max_iters=[2, 5])

@@ -314,7 +314,7 @@ def test_float32_and_float64_both_work():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"damping": -1.0}, r"invalid damping=-1.0: must be a finite number > 0"),
+        ({"damping": -1.0}, r"invalid damping=-1.0: must be in \[damping_min, damping_max\]"),
         ({"curvature_fraction": 0.0}, r"invalid curvature_fraction=0.0: must be in \(0, 1\]"),
         ({"cg_max_iters": 0}, r"invalid cg_max_iters=0"),
         ({"step_rule": "wolfe"}, r"invalid step_rule='wolfe': must be one of"),

@@ -48,7 +48,7 @@ def test_resolve_types_and_checks():
     ):
         entry.resolve({"dampning": 1.0})
     with pytest.raises(
-        ValueError, match=r"damping='abc' is not valid: must be a float in \(0, inf\)"
+        ValueError, match=r"damping='abc' is not valid: must be a float in \[1e-12, 1e\+12\]"
     ):
         entry.resolve({"damping": "abc"})
     with pytest.raises(

@@ -81,6 +81,16 @@ class CGResult:
     """(iteration, packed iterate) at the backtracking schedule and at the end, oldest first."""
 
 
+def _per_block(name: str, value: float | Sequence[float], nb: int) -> list:
+    """One value per block, from a single value or a sequence of them."""
+    if isinstance(value, (int, float)):
+        return [value] * nb
+    values = list(value)
+    if len(values) != nb:
+        raise ValueError(f"{name} needs one value or one per block ({nb}), got {len(values)}")
+    return values
+
+
 def block_cg(
     matvec: MatVec,
     b: Tensor,
@@ -88,9 +98,9 @@ def block_cg(
     damping: Tensor | float,
     *,
     x0: Tensor | None = None,
-    max_iters: int = 250,
-    min_iters: int = 1,
-    tol: float = 5e-4,
+    max_iters: int | Sequence[int] = 250,
+    min_iters: int | Sequence[int] = 1,
+    tol: float | Sequence[float] = 5e-4,
     preconditioner: Tensor | None = None,
     keep_iterates: bool = False,
     residual_tol: float = 1e-10,
@@ -104,20 +114,27 @@ def block_cg(
         layout: the blocks.
         damping: lambda, one value or one per block.
         x0: the starting point (warm start); zero when None.
-        max_iters, min_iters, tol: the stopping rules (see the module docstring).
+        max_iters, min_iters, tol: the stopping rules (see the module docstring), one value for
+            every block or one per block.
         preconditioner: a positive diagonal M (packed); CG then runs on M^-1 A.
         keep_iterates: keep iterates for CG-backtracking.
         residual_tol: the relative (preconditioned) residual at which a block counts as solved.
     """
     if b.shape != (layout.numel,):
         raise ValueError(f"right-hand side of shape {tuple(b.shape)}, expected ({layout.numel},)")
-    if max_iters < 1 or min_iters < 0:
-        raise ValueError(
-            f"max_iters must be >= 1 and min_iters >= 0 (got {max_iters}, {min_iters})"
-        )
-    if tol <= 0:
-        raise ValueError(f"tol must be positive, got {tol}")
     nb, dev, dtype = layout.num_blocks, b.device, b.dtype
+    max_its = _per_block("max_iters", max_iters, nb)
+    min_its = _per_block("min_iters", min_iters, nb)
+    tols = _per_block("tol", tol, nb)
+    if min(max_its) < 1 or min(min_its) < 0:
+        raise ValueError(f"max_iters must be >= 1 and min_iters >= 0 (got {max_its}, {min_its})")
+    if not min(tols) > 0:
+        raise ValueError(f"tol must be positive, got {tols}")
+    # Uniform limits stay Python scalars (no extra kernels); per-block ones are device vectors.
+    limit = max(max_its)
+    max_t = None if len(set(max_its)) == 1 else torch.tensor(max_its, device=dev)
+    min_t = None if len(set(min_its)) == 1 else torch.tensor(min_its, device=dev)
+    tol_t = tols[0] if len(set(tols)) == 1 else torch.tensor(tols, dtype=torch.float64, device=dev)
     lam = torch.as_tensor(damping, dtype=torch.float64).expand(nb).tolist()
     if preconditioner is not None and preconditioner.shape != b.shape:
         raise ValueError("the preconditioner must have the shape of b")
@@ -159,7 +176,7 @@ def block_cg(
     active = reason == _RUNNING
     host_active = active.tolist()
 
-    schedule = set(backtracking_schedule(max_iters)) if keep_iterates else set()
+    schedule = set(backtracking_schedule(limit)) if keep_iterates else set()
     iterates: list[tuple[int, Tensor]] = []
     views = list(zip(x.split(sizes), r.split(sizes), y.split(sizes), p.split(sizes)))
     m_views = None if preconditioner is None else preconditioner.split(sizes)
@@ -198,13 +215,17 @@ def block_cg(
         phis.append(phi)
 
         k_gap = max(10, math.ceil(0.1 * i))
-        if i > k_gap and i >= min_iters:
+        if i > k_gap and (min_t is not None or i >= min_its[0]):
             prev = phis[i - k_gap]
-            slow = (phi < 0) & ((phi - prev) / torch.where(phi < 0, phi, -1.0) < k_gap * tol)
+            slow = (phi < 0) & ((phi - prev) / torch.where(phi < 0, phi, -1.0) < k_gap * tol_t)
+            if min_t is not None:
+                slow = slow & (min_t <= i)
             reason = torch.where(step & slow, _PROGRESS, reason)
         solved = ry_new <= solved_at
         reason = torch.where(step & solved & (reason == _RUNNING), _CONVERGED, reason)
-        if i >= max_iters:
+        if max_t is not None:
+            reason = torch.where((reason == _RUNNING) & (max_t <= i), _MAX_ITERS, reason)
+        elif i >= limit:
             reason = torch.where(reason == _RUNNING, _MAX_ITERS, reason)
         active = reason == _RUNNING
         if i in schedule:

@@ -101,13 +101,32 @@ class _ScaledDiagonal(OutputHessian):
 class CrossEntropy(_DiagonalFamily):
     """Softmax cross-entropy on logits (class dimension 1, like ``nn.CrossEntropyLoss``).
 
-    H = scale * (diag(p) - p p^T) per example (and per position for extra dimensions).
-    ``"mean"`` divides by the number of predictions (N times any extra dimensions).
+    H = w * (diag(p) - p p^T) per example (and per position for extra dimensions), with w the
+    weight of that prediction in the reduction. ``"mean"`` divides by the number of
+    predictions (N times any extra dimensions) that are not ``ignore_index``, as torch does;
+    an ignored prediction adds nothing to the loss or to H. Class-probability targets (float)
+    have no ignored predictions.
     """
+
+    def __init__(self, reduction: str = "mean", ignore_index: int = -100) -> None:
+        super().__init__(reduction)
+        self.ignore_index = int(ignore_index)
+
+    def prediction_weights(self, targets: Tensor, dtype: torch.dtype) -> Tensor | None:
+        """Each prediction's weight in the reduced loss, shape (N, ...), 0 where ignored; None
+        for class-probability targets (every prediction counts)."""
+        if targets.is_floating_point():
+            return None
+        kept = (targets != self.ignore_index).to(dtype)
+        if self.reduction == "mean":
+            return kept / kept.sum()
+        return kept / targets.shape[0] if self.reduction == "batch_mean" else kept
 
     def __call__(self, outputs: Outputs, targets: Tensor) -> Tensor:
         z = _single_output(outputs, "CrossEntropy")
-        per = F.cross_entropy(z, targets, reduction="none")
+        per = F.cross_entropy(z, targets, reduction="none", ignore_index=self.ignore_index)
+        if self.reduction == "mean" and not targets.is_floating_point():
+            return per.sum() / (targets != self.ignore_index).sum()
         return self._reduce(per, per.numel())
 
     def prepare(self, outputs: Outputs, targets: Tensor) -> OutputHessian:
@@ -116,19 +135,24 @@ class CrossEntropy(_DiagonalFamily):
             raise ValueError(
                 f"CrossEntropy needs logits of shape (N, C, ...), got {tuple(z.shape)}"
             )
-        n_predictions = z.numel() // z.shape[1]
-        return _SoftmaxHessian(torch.softmax(z, dim=1), self._scale(z, n_predictions))
+        weights = self.prediction_weights(targets, z.dtype)
+        if weights is None:
+            scale: Tensor | float = self._scale(z, z.numel() // z.shape[1])
+        else:
+            scale = weights.unsqueeze(1)
+        return _SoftmaxHessian(torch.softmax(z, dim=1), scale)
 
 
 class _SoftmaxHessian(OutputHessian):
-    def __init__(self, probs: Tensor, scale: float) -> None:
+    def __init__(self, probs: Tensor, weights: Tensor | float) -> None:
         self.probs = probs
-        self.scale = scale
+        self.weights = weights
+        """A number, or one weight per prediction (shape (N, 1, ...))."""
 
     def matvec(self, v: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         p, (w,) = self.probs, v
         pw = p * w
-        return (self.scale * (pw - p * pw.sum(dim=1, keepdim=True)),)
+        return (self.weights * (pw - p * pw.sum(dim=1, keepdim=True)),)
 
 
 class MSE(_DiagonalFamily):
@@ -225,7 +249,7 @@ def as_output_loss(loss: OutputLoss | nn.Module) -> OutputLoss:
                 "CrossEntropyLoss with class weights or label smoothing is not supported; "
                 "wrap it in ConvexOutputLoss"
             )
-        return CrossEntropy(loss.reduction)
+        return CrossEntropy(loss.reduction, loss.ignore_index)
     if isinstance(loss, nn.MSELoss):
         return MSE(loss.reduction)
     if isinstance(loss, nn.BCEWithLogitsLoss):

@@ -9,10 +9,16 @@ Hessian-free step needs more from the same batch, and gets it here without knowi
 - ``evaluate(part)``: the objective at the current parameters on the whole batch or on that
   sub-batch, for line search, CG-backtracking and the reduction ratio.
 
-Random layers (Dropout, a VAE's sampling) see the same random numbers in every evaluation of a
-part as in that part's first forward pass, so the objective an HF step optimises is one
-deterministic function. BatchNorm's running statistics move once per step (in the gradient
-pass, as with any optimizer) and never in the extra passes.
+Random layers (Dropout, a VAE's sampling) draw once per step: the gradient pass records its
+random numbers (``RandomTape``) and every later pass, the curvature pass on the sub-batch
+included, gets the same numbers for the same examples; anything else random replays the global
+RNG state of that part's first pass. So the objective an HF step optimises is one deterministic
+function. BatchNorm's running statistics move once per step (in the gradient pass, as with any
+optimizer) and never in the curvature pass or the extra evaluations.
+
+Only trainable parameters (``requires_grad=True``) take part; ``l2`` is given for all of
+``model.parameters()`` and the frozen ones' coefficients are dropped (their penalty is a
+constant of the objective, left out of it).
 
 Every pass is counted in units of the mini-batch (a forward on a quarter of it counts 0.25).
 """
@@ -31,6 +37,7 @@ from torch import Tensor, nn
 from ..curvature import GGNContext, OutputLoss
 from ..curvature.ggn import frozen_buffers
 from ..curvature.losses import as_output_loss
+from .random_tape import RandomTape
 
 
 @dataclass
@@ -93,7 +100,8 @@ class ModelClosure:
         inputs: the model's inputs for the mini-batch (batch dimension first).
         targets: the loss targets.
         l2: per-parameter L2 coefficients (``model.parameters()`` order) for a penalty
-            ``0.5 * c * ||p||^2`` that is part of the objective, or None.
+            ``0.5 * c * ||p||^2`` that is part of the objective, or None. Frozen parameters'
+            coefficients are ignored.
     """
 
     def __init__(
@@ -108,16 +116,28 @@ class ModelClosure:
         self.loss = as_output_loss(loss)
         self.inputs = inputs
         self.targets = targets
-        self.params = list(model.parameters())
-        if l2 is not None and len(l2) != len(self.params):
-            raise ValueError(f"l2 needs one coefficient per parameter ({len(self.params)})")
-        self.l2 = [float(c) for c in l2] if l2 is not None else [0.0] * len(self.params)
+        every = list(model.parameters())
+        trainable = [p.requires_grad for p in every]
+        self.params = [p for p, t in zip(every, trainable) if t]
+        """The trainable parameters (the ones an optimizer may move), in model order."""
+        if not self.params:
+            raise ValueError("the model has no parameter with requires_grad=True")
+        if l2 is not None and len(l2) != len(every):
+            raise ValueError(f"l2 needs one coefficient per parameter ({len(every)})")
+        self.l2 = (
+            [float(c) for c, t in zip(l2, trainable) if t]
+            if l2 is not None
+            else [0.0] * len(self.params)
+        )
+        """L2 coefficients aligned with ``params``."""
         self.batch_size = _batch_size(inputs)
         self.device = self.params[0].device
         self.counts = PassCounts()
         self.outputs: Any = None
         self._rng: dict[str, _RNGSnapshot] = {}
+        self._tape = RandomTape()
         self._sub: tuple[Any, Tensor, float] | None = None
+        self._rows = {"batch": self.batch_size}
 
     # -- the plain closure ------------------------------------------------------------------
 
@@ -133,7 +153,7 @@ class ModelClosure:
         for p in self.params:
             p.grad = None
         self._rng["batch"] = _RNGSnapshot(self.device)
-        with torch.enable_grad():
+        with torch.enable_grad(), self._tape.recording(self.batch_size):
             outputs = self.model(self.inputs)
             value = self.objective(outputs, self.targets)
             value.backward()
@@ -151,8 +171,12 @@ class ModelClosure:
         m = max(1, math.ceil(fraction * self.batch_size))
         inputs, targets = rows(self.inputs, 0, m), rows(self.targets, 0, m)
         self._sub = (inputs, targets, m / self.batch_size)
+        self._rows["curvature"] = m
         self._rng["curvature"] = _RNGSnapshot(self.device)
-        ctx = GGNContext.from_model(self.model, inputs, targets, self.loss, self.params, self.l2)
+        with self._tape.replaying(m):
+            ctx = GGNContext.from_model(
+                self.model, inputs, targets, self.loss, self.params, self.l2
+            )
         self.counts.forward += m / self.batch_size
         return ctx
 
@@ -165,7 +189,8 @@ class ModelClosure:
 
     def evaluate(self, part: str = "batch") -> Tensor:
         """The objective at the current parameters on ``"batch"`` or ``"curvature"``, with the
-        random numbers of that part's first pass and BatchNorm statistics left untouched."""
+        gradient pass's random numbers for these examples (the RNG state of that part's first
+        pass for anything else random) and BatchNorm statistics left untouched."""
         if part == "batch":
             inputs, targets, share = self.inputs, self.targets, 1.0
         elif part == "curvature":
@@ -177,6 +202,8 @@ class ModelClosure:
         snapshot = self._rng.get(part)
         random_numbers = snapshot.replay() if snapshot is not None else contextlib.nullcontext()
         with random_numbers, torch.no_grad(), frozen_buffers(self.model):
-            value = self.objective(self.model(inputs), targets)
+            with self._tape.replaying(self._rows[part]):
+                outputs = self.model(inputs)
+            value = self.objective(outputs, targets)
         self.counts.forward += share
         return value

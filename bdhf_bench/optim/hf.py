@@ -18,9 +18,13 @@ Step 4 is our choice where the paper is silent. Block solutions are each optimal
 blocks held still; added together they overshoot along directions the blocks share (as Jacobi
 iteration does), and a rho measured against the block-diagonal model then reads that overshoot
 as a bad model and drives the damping up until BDHF crawls. The full-GGN model along ``d``
-(K-FAC rescales its steps the same way) fixes the step length and keeps rho meaningful. With a
-single block ``alpha = 1`` up to rounding (the CG solution of the damped system already
-satisfies ``-g.d >= d^T G d``), so HF is Martens' method unchanged.
+(K-FAC rescales its steps the same way) fixes the step length and keeps rho meaningful.
+
+For HF (one block) ``alpha = 1`` whenever CG started from zero: every CG iterate from zero
+minimises the damped model along its own ray, so ``-g.d = d^T G d + lambda |d|^2 >= d^T G d``.
+From a warm start that no longer holds, and after a poor warm start ``alpha < 1``: HF then
+steps to the minimiser of the undamped full-GGN model along ``d``, where Martens' code relies
+on the line search alone. ``last_step.scale`` records alpha.
 
 ``HessianFree`` is the same class with all parameters in one block, plus Martens' parts:
 CG-backtracking over the kept iterates and 250 CG iterations by default. Everything else is
@@ -33,8 +37,12 @@ curvature-batch study. The initial damping (0.1) and BDHF's CG limit (50 per blo
 chosen on the DeepOBS and paper problems (see docs/optimizers.md).
 
 A step that meets a non-finite loss, gradient or curvature, a non-descent direction, or a failed
-line search leaves the parameters bitwise unchanged, raises the damping, and says so in
-``last_step``.
+line search leaves the parameters bitwise unchanged, raises the damping (a failed line search:
+by rho's rule only; a zero direction: not at all), and says so in ``last_step``; a step never
+raises for a numerical reason. Lambda stays in ``[damping_min, damping_max]``.
+
+The hyperparameters live in the parameter groups and are read at every step (torch.optim's
+contract), so schedulers, per-group settings and ``load_state_dict`` take effect.
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ from .closure import ModelClosure
 from .preconditioner import squared_gradient_diagonal
 
 DAMPING_MODES = ("global", "per_block")
+DAMPING_RANGE = (1e-12, 1e12)
+"""The default range of lambda (``damping_min``, ``damping_max``)."""
 STEP_RULES = ("armijo", "fixed")
 
 
@@ -65,7 +75,11 @@ class StepStats:
     outcome: str = "accepted"
     """accepted, nonfinite_loss, nonfinite_curvature, not_descent, line_search_failed."""
     step_size: float = 0.0
+    """The step taken as a multiple of the CG direction: ``scale`` times the step length."""
+    scale: float = 1.0
+    """The step scale alpha (1 unless the full-GGN model along the direction is shorter)."""
     rho: list[float] = field(default_factory=list)
+    """Per block in per_block mode (NaN: a zero block direction, no information), else one."""
     damping: list[float] = field(default_factory=list)
     """Lambda after the step, per block."""
     cg_iterations: list[int] = field(default_factory=list)
@@ -90,23 +104,90 @@ def _check(name: str, value: Any, ok: bool, valid: str) -> None:
         raise ValueError(f"invalid {name}={value!r}: must be {valid}")
 
 
+STEP_SETTINGS = (
+    "curvature_fraction",
+    "damping_mode",
+    "step_rule",
+    "lr",
+    "armijo_c",
+    "armijo_shrink",
+    "armijo_max_tries",
+    "precondition",
+    "backtrack",
+    "damping_boost",
+    "damping_drop",
+    "damping_min",
+    "damping_max",
+)
+"""Settings of the whole step (one sub-batch, one line search): every group must agree."""
+
+BLOCK_SETTINGS = ("cg_max_iters", "cg_min_iters", "cg_tol", "warm_start")
+"""Settings of one block's CG run: one per parameter group in BDHF (each group is a block)."""
+
+
+def _validate(s: dict[str, Any]) -> None:
+    """Check one parameter group's settings (the constructor's, or a group's at each step)."""
+    _check(
+        "curvature_fraction", s["curvature_fraction"], 0 < s["curvature_fraction"] <= 1, "in (0, 1]"
+    )
+    _check(
+        "damping_min",
+        s["damping_min"],
+        0 < s["damping_min"] <= s["damping_max"] < math.inf,
+        "> 0 and <= damping_max, which must be finite",
+    )
+    _check(
+        "damping",
+        s["damping"],
+        s["damping_min"] <= s["damping"] <= s["damping_max"],
+        f"in [damping_min, damping_max] = [{s['damping_min']:g}, {s['damping_max']:g}]",
+    )
+    mode = s["damping_mode"]
+    _check("damping_mode", mode, mode in DAMPING_MODES, f"one of {DAMPING_MODES}")
+    _check("cg_max_iters", s["cg_max_iters"], int(s["cg_max_iters"]) >= 1, "an integer >= 1")
+    _check(
+        "cg_min_iters",
+        s["cg_min_iters"],
+        0 <= int(s["cg_min_iters"]) <= s["cg_max_iters"],
+        "in [0, cg_max_iters]",
+    )
+    _check("cg_tol", s["cg_tol"], s["cg_tol"] > 0, "> 0")
+    _check("warm_start", s["warm_start"], 0 <= s["warm_start"] <= 1, "in [0, 1]")
+    _check("step_rule", s["step_rule"], s["step_rule"] in STEP_RULES, f"one of {STEP_RULES}")
+    _check("lr", s["lr"], s["lr"] > 0 and math.isfinite(s["lr"]), "a finite number > 0")
+    _check("armijo_c", s["armijo_c"], 0 < s["armijo_c"] < 1, "in (0, 1)")
+    _check("armijo_shrink", s["armijo_shrink"], 0 < s["armijo_shrink"] < 1, "in (0, 1)")
+    tries = s["armijo_max_tries"]
+    _check("armijo_max_tries", tries, int(tries) >= 1, "an integer >= 1")
+    _check("damping_boost", s["damping_boost"], s["damping_boost"] > 1, "> 1")
+    _check("damping_drop", s["damping_drop"], 0 < s["damping_drop"] < 1, "in (0, 1)")
+
+
 class BlockDiagonalHF(torch.optim.Optimizer):
     """Block-diagonal Hessian-free optimization (BDHF).
 
     Each parameter group is one block (use ``bdhf_bench.curvature.partition`` and
     ``param_groups_from_blocks`` for one block per layer). ``step`` takes a ``ModelClosure``.
+    Parameters with ``requires_grad=False`` take no part.
+
+    As in torch.optim, the parameter groups hold the hyperparameters and every step reads them
+    there: a learning-rate scheduler, a group's own setting and ``load_state_dict`` all take
+    effect. The CG settings (``BLOCK_SETTINGS``) may differ between groups, i.e. between blocks;
+    the settings of the whole step (``STEP_SETTINGS``, and ``damping`` in "global" mode) must be
+    equal in every group.
 
     Args:
         params: parameters or parameter groups; each group is one block.
         curvature_fraction: the curvature sub-batch as a fraction of the mini-batch, in (0, 1].
-        damping: initial Levenberg-Marquardt lambda, > 0.
+        damping: initial Levenberg-Marquardt lambda, in [damping_min, damping_max].
         damping_mode: "global" (one lambda from the combined step's rho) or "per_block".
+        damping_min, damping_max: lambda's range; every update is clamped to it.
         cg_max_iters, cg_min_iters, cg_tol: CG limits and Martens' progress tolerance.
         warm_start: decay of the previous CG solution used as the next start, in [0, 1].
         step_rule: "armijo" (backtracking line search) or "fixed" (``lr`` times the direction).
         lr: the fixed step length (``step_rule="fixed"``).
         armijo_c, armijo_shrink, armijo_max_tries: the line search.
-        precondition: Martens' (diag of squared per-example gradients + lambda)^0.75.
+        precondition: Martens' (diag of squared per-example gradients + lambda + l2)^0.75.
         backtrack: CG-backtracking over the iterates kept at ceil(5 * 1.3^j).
         damping_boost, damping_drop: lambda's factors for rho < 1/4 and rho > 3/4.
     """
@@ -120,6 +201,8 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         curvature_fraction: float = 0.25,
         damping: float = 0.1,
         damping_mode: str = "global",
+        damping_min: float = DAMPING_RANGE[0],
+        damping_max: float = DAMPING_RANGE[1],
         cg_max_iters: int = 50,
         cg_min_iters: int = 1,
         cg_tol: float = 5e-4,
@@ -134,31 +217,12 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         damping_boost: float = 1.5,
         damping_drop: float = 2.0 / 3.0,
     ) -> None:
-        _check("curvature_fraction", curvature_fraction, 0 < curvature_fraction <= 1, "in (0, 1]")
-        _check("damping", damping, damping > 0 and math.isfinite(damping), "a finite number > 0")
-        _check(
-            "damping_mode", damping_mode, damping_mode in DAMPING_MODES, f"one of {DAMPING_MODES}"
-        )
-        _check("cg_max_iters", cg_max_iters, int(cg_max_iters) >= 1, "an integer >= 1")
-        _check(
-            "cg_min_iters",
-            cg_min_iters,
-            0 <= int(cg_min_iters) <= cg_max_iters,
-            "in [0, cg_max_iters]",
-        )
-        _check("cg_tol", cg_tol, cg_tol > 0, "> 0")
-        _check("warm_start", warm_start, 0 <= warm_start <= 1, "in [0, 1]")
-        _check("step_rule", step_rule, step_rule in STEP_RULES, f"one of {STEP_RULES}")
-        _check("lr", lr, lr > 0 and math.isfinite(lr), "a finite number > 0")
-        _check("armijo_c", armijo_c, 0 < armijo_c < 1, "in (0, 1)")
-        _check("armijo_shrink", armijo_shrink, 0 < armijo_shrink < 1, "in (0, 1)")
-        _check("armijo_max_tries", armijo_max_tries, int(armijo_max_tries) >= 1, "an integer >= 1")
-        _check("damping_boost", damping_boost, damping_boost > 1, "> 1")
-        _check("damping_drop", damping_drop, 0 < damping_drop < 1, "in (0, 1)")
         defaults = {
             "curvature_fraction": float(curvature_fraction),
             "damping": float(damping),
             "damping_mode": damping_mode,
+            "damping_min": float(damping_min),
+            "damping_max": float(damping_max),
             "cg_max_iters": int(cg_max_iters),
             "cg_min_iters": int(cg_min_iters),
             "cg_tol": float(cg_tol),
@@ -173,8 +237,8 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             "damping_boost": float(damping_boost),
             "damping_drop": float(damping_drop),
         }
+        _validate(defaults)
         super().__init__(params, defaults)
-        self.hp = defaults
         self.totals: dict[str, float] = {
             "steps": 0,
             "accepted": 0,
@@ -188,40 +252,98 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         }
         self.last_step = StepStats()
         self._layout: BlockLayout | None = None
+        self._layout_key: tuple[tuple[int, ...], ...] = ()
+        self._block_groups: list[list[int]] = []
+        self._step: dict[str, Any] = {}
+        self._block: dict[str, list[Any]] = {}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         self._layout = None
 
-    # -- blocks --------------------------------------------------------------------------------
+    # -- blocks and settings -------------------------------------------------------------------
+
+    def _trainable(self) -> list[list[Tensor]]:
+        return [[p for p in g["params"] if p.requires_grad] for g in self.param_groups]
 
     def blocks(self) -> list[list[Tensor]]:
-        """The blocks: one per parameter group (one in all for HessianFree)."""
-        groups = [[p for p in g["params"] if p.requires_grad] for g in self.param_groups]
-        groups = [g for g in groups if g]
-        if self.single_block:
-            return [[p for g in groups for p in g]]
-        return groups
+        """The blocks: one per parameter group (one in all for HessianFree), trainable only."""
+        return [[p for i in gs for p in self._trainable()[i]] for gs in self._groups_of_blocks()]
+
+    def _groups_of_blocks(self) -> list[list[int]]:
+        """Which parameter groups make up each block (groups without trainable tensors: none)."""
+        used = [i for i, ps in enumerate(self._trainable()) if ps]
+        if not used:
+            raise ValueError(f"{type(self).__name__} has no parameter with requires_grad=True")
+        return [used] if self.single_block else [[i] for i in used]
 
     def layout(self) -> BlockLayout:
-        if self._layout is None:
+        """The blocks' layout, rebuilt when the groups or the trainable tensors change."""
+        key = tuple(tuple(id(p) for p in ps) for ps in self._trainable())
+        if self._layout is None or key != self._layout_key:
+            self._block_groups = self._groups_of_blocks()
             blocks = self.blocks()
-            names = [g.get("name", f"group{i}") for i, g in enumerate(self.param_groups)]
-            self._layout = BlockLayout(blocks, names if len(names) == len(blocks) else None)
+            names = [
+                self.param_groups[gs[0]].get("name", f"group{gs[0]}") if len(gs) == 1 else "all"
+                for gs in self._block_groups
+            ]
+            self._layout = BlockLayout(blocks, names)
+            self._layout_key = key
         return self._layout
 
+    def _agreed(self, name: str, groups: list[int]) -> Any:
+        values = [self.param_groups[i][name] for i in groups]
+        if any(v != values[0] for v in values[1:]):
+            scope = "one block" if name in BLOCK_SETTINGS else "the whole step"
+            raise ValueError(
+                f"{name} differs between parameter groups {groups} ({values}): in "
+                f"{type(self).__name__} it is a setting of {scope}, so they must agree"
+            )
+        return values[0]
+
+    def _read_settings(self) -> None:
+        """The step's settings, read from the parameter groups (torch.optim's contract)."""
+        layout = self.layout()
+        for group in self.param_groups:
+            for name, value in self.defaults.items():
+                group.setdefault(name, value)  # a state saved before a setting existed
+            _validate(group)
+        everyone = [i for gs in self._block_groups for i in gs]
+        self._step = {name: self._agreed(name, everyone) for name in STEP_SETTINGS}
+        self._block = {
+            name: [self._agreed(name, gs) for gs in self._block_groups] for name in BLOCK_SETTINGS
+        }
+        if self._global_damping():
+            self._step["damping"] = self._agreed("damping", everyone)
+        assert len(self._block_groups) == layout.num_blocks
+
+    @property
+    def hp(self) -> dict[str, Any]:
+        """The settings of the whole step, as the parameter groups hold them now."""
+        self._read_settings()
+        return dict(self._step)
+
+    def _global_damping(self) -> bool:
+        return self.single_block or self.param_groups[0]["damping_mode"] == "global"
+
     def _damping(self) -> list[float]:
-        if self.single_block or self.hp["damping_mode"] == "global":
-            return [self.param_groups[0]["damping"]] * self.layout().num_blocks
-        return [g["damping"] for g in self.param_groups]
+        """Lambda per block."""
+        groups = self._block_groups or self._groups_of_blocks()
+        if self._global_damping():
+            return [self.param_groups[groups[0][0]]["damping"]] * len(groups)
+        return [self.param_groups[gs[0]]["damping"] for gs in groups]
 
     def _set_damping(self, values: list[float]) -> None:
-        if self.single_block or self.hp["damping_mode"] == "global":
+        """Store lambda per block, clamped to [damping_min, damping_max]."""
+        lo, hi = self._step["damping_min"], self._step["damping_max"]
+        values = [min(max(v, lo), hi) for v in values]
+        if self._global_damping():
             for g in self.param_groups:
                 g["damping"] = values[0]
         else:
-            for g, v in zip(self.param_groups, values):
-                g["damping"] = v
+            for gs, v in zip(self._block_groups, values):
+                for i in gs:
+                    self.param_groups[i]["damping"] = v
 
     # -- the step ------------------------------------------------------------------------------
 
@@ -233,10 +355,13 @@ class BlockDiagonalHF(torch.optim.Optimizer):
                 f"{type(self).__name__}.step needs a bdhf_bench.optim.ModelClosure, "
                 f"got {type(closure).__name__}"
             )
-        hp, layout = self.hp, self.layout()
+        self._read_settings()
+        hp, blk, layout = self._step, self._block, self.layout()
         known = {id(p) for p in closure.params}
         if any(id(p) not in known for p in layout.params):
-            raise ValueError("the closure's model does not own every parameter of the optimizer")
+            raise ValueError(
+                "the closure's model does not own every trainable parameter of the optimizer"
+            )
         passes0 = (closure.counts.forward, closure.counts.backward)
         stats = StepStats(damping=self._damping())
         self.last_step = stats
@@ -252,23 +377,16 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         ctx = closure.curvature(hp["curvature_fraction"])
         stats.curvature_share = closure.curvature_share
         lam = self._damping()
-        precond = None
-        if hp["precondition"]:
-            diag = squared_gradient_diagonal(closure, layout)
-            l2 = layout.pack([torch.full_like(p, c) for p, c in self._l2_by_param(closure)])
-            precond = diag + l2
-            for (lo, hi), lam_b in zip(layout.block_bounds, lam):
-                precond[lo:hi] += lam_b
-            precond = precond.pow_(0.75)
+        precond = self._preconditioner(closure, layout, lam) if hp["precondition"] else None
         res = block_cg(
             lambda v, active: ctx.layout_mvp(layout, v, active),
             -g,
             layout,
             lam,
             x0=self._warm_start(layout),
-            max_iters=hp["cg_max_iters"],
-            min_iters=hp["cg_min_iters"],
-            tol=hp["cg_tol"],
+            max_iters=blk["cg_max_iters"],
+            min_iters=blk["cg_min_iters"],
+            tol=blk["cg_tol"],
             preconditioner=precond,
             keep_iterates=hp["backtrack"],
         )
@@ -288,14 +406,22 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             )
         gd = float(torch.dot(g, d))
         if not gd < 0:
-            self._finish(stats, closure, passes0, theta0, "not_descent", ctx=ctx)
+            # A zero direction (a zero gradient) says nothing about the model: lambda stays.
+            damp = bool(d.any()) or not math.isfinite(gd)
+            self._finish(stats, closure, passes0, theta0, "not_descent", damp, ctx)
             return f0
 
-        alpha, rho = self._scale_and_rho(closure, ctx, layout, theta0, g, d, stats)
+        scaled = self._scale_and_rho(closure, ctx, layout, theta0, g, d, stats)
+        if scaled is None:
+            self._finish(stats, closure, passes0, theta0, "nonfinite_curvature", ctx=ctx)
+            return f0
+        alpha, rho = scaled
+        stats.scale = alpha
         stats.rho = rho
         self._update_damping(rho)
 
         if alpha != 1.0:
+            # f_d belongs to d, not to alpha d: never reuse it for the rescaled direction
             d, gd, f_d = d * alpha, gd * alpha, None
         t = self._step_length(closure, layout, theta0, d, float(f0), gd, f_d, stats)
         if t is None:
@@ -308,16 +434,28 @@ class BlockDiagonalHF(torch.optim.Optimizer):
 
     # -- pieces of the step --------------------------------------------------------------------
 
-    def _l2_by_param(self, closure: ModelClosure) -> list[tuple[Tensor, float]]:
+    def _preconditioner(self, closure: ModelClosure, layout: BlockLayout, lam: list[float]):
+        """Martens' ``(D + lambda + l2)^0.75``, D the squared per-example gradients' diagonal."""
         coeff = {id(p): c for p, c in zip(closure.params, closure.l2)}
-        return [(p, coeff[id(p)]) for p in self.layout().params]
+        diag = squared_gradient_diagonal(closure, layout)
+        l2 = layout.pack([torch.full_like(p, coeff[id(p)]) for p in layout.params])
+        precond = diag.add_(l2)
+        for (lo, hi), lam_b in zip(layout.block_bounds, lam):
+            precond[lo:hi] += lam_b
+        return precond.pow_(0.75)
 
     def _warm_start(self, layout: BlockLayout) -> Tensor | None:
-        decay = self.hp["warm_start"]
+        """``warm_start`` (per block) times the previous step's final CG iterate."""
+        decay = self._block["warm_start"]
         prev = [self.state[p].get("cg_solution") for p in layout.params]
-        if decay == 0 or any(v is None for v in prev):
+        if not any(decay) or any(v is None for v in prev):
             return None
-        return layout.pack(prev).mul_(decay)
+        x0 = layout.pack(prev)
+        if len(set(decay)) == 1:
+            return x0.mul_(decay[0])
+        for (lo, hi), c in zip(layout.block_bounds, decay):
+            x0[lo:hi] *= c
+        return x0
 
     def _store_warm_start(self, layout: BlockLayout, x: Tensor) -> None:
         finite = bool(torch.isfinite(x).all())
@@ -368,19 +506,24 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         g: Tensor,
         d: Tensor,
         stats: StepStats,
-    ) -> tuple[float, list[float]]:
-        """The step scale ``alpha`` and rho = actual / predicted reduction of ``alpha d``.
+    ) -> tuple[float, list[float]] | None:
+        """The step scale ``alpha`` and rho = actual / predicted reduction of ``alpha d``
+        (None when the curvature along ``d`` is not finite).
 
         As in Martens' code the model has no damping, the actual reduction is measured on the
-        curvature sub-batch, and ``rho = -inf`` when the objective went up.
+        curvature sub-batch, and ``rho = -inf`` when the objective went up. In per-block mode a
+        block whose direction is zero predicts no change: its rho is NaN (no information) and
+        its objective is not evaluated.
         """
         f_c0 = float(ctx.loss_value())
         gd_blocks = layout.block_dot(g, d)
         gd = float(gd_blocks.sum())
         dgd = float(torch.dot(d, ctx.layout_full_mvp(layout, d)))
         stats.full_products += 1
+        if not math.isfinite(dgd):
+            return None
         alpha = min(1.0, -gd / dgd) if dgd > 0 else 1.0
-        if self.single_block or self.hp["damping_mode"] == "global":
+        if self._global_damping():
             predicted = [alpha * gd + 0.5 * alpha**2 * dgd]
             self._place(layout, theta0, d, alpha)
             actual = [float(closure.evaluate("curvature")) - f_c0]
@@ -390,26 +533,32 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             stats.block_products = [n + 1 for n in stats.block_products]
             predicted = (alpha * gd_blocks + 0.5 * alpha**2 * dgd_blocks).tolist()
             actual = []
-            for lo, hi in layout.block_bounds:
+            for (lo, hi), p in zip(layout.block_bounds, predicted):
+                if p == 0:
+                    actual.append(0.0)
+                    continue
                 only = torch.zeros_like(d)
                 only[lo:hi] = d[lo:hi]
                 self._place(layout, theta0, only, alpha)
                 actual.append(float(closure.evaluate("curvature")) - f_c0)
         self._restore(layout, theta0)
         rho = [
-            a / p if math.isfinite(a) and a <= 0 and p < 0 else -math.inf
+            math.nan if p == 0 else a / p if math.isfinite(a) and a <= 0 and p < 0 else -math.inf
             for a, p in zip(actual, predicted)
         ]
         return alpha, rho
 
     def _update_damping(self, rho: list[float]) -> None:
-        boost, drop = self.hp["damping_boost"], self.hp["damping_drop"]
+        """Levenberg-Marquardt per block; NaN (no information) keeps lambda; then the clamp."""
+        boost, drop = self._step["damping_boost"], self._step["damping_drop"]
         lam = self._damping()
         if len(rho) == 1:
             rho = rho * len(lam)
         new = []
         for r, value in zip(rho, lam):
-            if not r >= 0.25:  # also NaN
+            if math.isnan(r):
+                pass
+            elif r < 0.25:
                 value *= boost
             elif r > 0.75:
                 value *= drop
@@ -428,7 +577,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         stats: StepStats,
     ) -> float | None:
         """Armijo backtracking (Martens' code: c, shrink, tries), or the fixed rate."""
-        hp = self.hp
+        hp = self._step
         if hp["step_rule"] == "fixed":
             return hp["lr"]
         t = 1.0
@@ -462,7 +611,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             self._restore(layout, theta0)
         if outcome != "accepted":
             if damp:
-                self._set_damping([v * self.hp["damping_boost"] for v in self._damping()])
+                self._set_damping([v * self._step["damping_boost"] for v in self._damping()])
             if outcome in ("nonfinite_loss", "nonfinite_curvature", "not_descent"):
                 for p in layout.params:
                     self.state[p].pop("cg_solution", None)

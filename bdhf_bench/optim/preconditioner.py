@@ -6,15 +6,20 @@ Martens' code (for a sum-reduced loss their sum, so that D scales like the curva
 per-example gradients come from ``torch.func`` (vmap over ``grad``), in chunks to bound memory,
 on the curvature sub-batch. Models whose examples interact in the forward pass (BatchNorm in
 training mode) have no per-example gradients, so they cannot use it.
+
+With cross-entropy and ``ignore_index`` each prediction has its weight in the loss (0 where
+ignored): D is the weighted sum of the squared per-example gradients, so a mean over the kept
+predictions.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from ..curvature import BlockLayout
+from ..curvature import BlockLayout, CrossEntropy
 from .closure import ModelClosure, rows
 
 CHUNK = 32
@@ -41,19 +46,39 @@ def squared_gradient_diagonal(closure: ModelClosure, layout: BlockLayout) -> Ten
     wanted = [by_id[id(p)] for p in layout.params]
     params = {name: p.detach() for name, p in model.named_parameters()}
     buffers = {name: b.detach() for name, b in model.named_buffers()}
-    scale = _reduction_share(closure.loss.reduction, n)
+    loss = closure.loss
+    weights = (
+        loss.prediction_weights(targets, layout.params[0].dtype)
+        if isinstance(loss, CrossEntropy)
+        else None
+    )
+    if weights is None:
+        scale: Tensor | float = _reduction_share(loss.reduction, n)
+        # one weight per example: its share of the reduction
+        weights = torch.full((n,), scale, dtype=layout.params[0].dtype, device=closure.device)
 
-    def example_loss(ps: dict[str, Tensor], x: object, y: Tensor) -> Tensor:
+        def weighted_loss(out: Tensor, y: Tensor, w: Tensor) -> Tensor:
+            return loss(out, y) * w[0]
+    else:
+        scale = weights.max()  # every kept prediction has the same weight
+
+        def weighted_loss(out: Tensor, y: Tensor, w: Tensor) -> Tensor:
+            per = F.cross_entropy(out, y, reduction="none", ignore_index=loss.ignore_index)
+            return (per * w).sum()
+
+    def example_loss(ps: dict[str, Tensor], x: object, y: Tensor, w: Tensor) -> Tensor:
         x1 = _add_batch_dim(x)
         out = functional_call(model, ({**params, **ps}, buffers), (x1,))
-        return closure.loss(out, y.unsqueeze(0)) * scale
+        return weighted_loss(out, y.unsqueeze(0), w.unsqueeze(0))
 
-    per_example = vmap(grad(example_loss), in_dims=(None, 0, 0), randomness="different")
+    per_example = vmap(grad(example_loss), in_dims=(None, 0, 0, 0), randomness="different")
     sums = {k: torch.zeros_like(params[k]) for k in wanted}
     ps = {k: params[k] for k in names if k in wanted}
     for start in range(0, n, CHUNK):
         stop = start + CHUNK
-        g = per_example(ps, rows(inputs, start, stop), rows(targets, start, stop))
+        g = per_example(
+            ps, rows(inputs, start, stop), rows(targets, start, stop), weights[start:stop]
+        )
         for k in wanted:
             sums[k] += g[k].square().sum(dim=0)
     closure.counts.forward += share

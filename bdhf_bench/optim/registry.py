@@ -24,7 +24,14 @@ from torch import nn
 
 from ..curvature import SCHEMES, partition
 from ..plugins import load_entry_points, unknown_name_message
-from .hf import DAMPING_MODES, STEP_RULES, BlockDiagonalHF, HessianFree, param_groups_from_blocks
+from .hf import (
+    DAMPING_MODES,
+    DAMPING_RANGE,
+    STEP_RULES,
+    BlockDiagonalHF,
+    HessianFree,
+    param_groups_from_blocks,
+)
 
 STEP_PROTOCOLS = ("closure", "model_closure")
 """``closure``: step(closure) calls closure() (forward + backward) like any torch optimizer;
@@ -182,7 +189,12 @@ _HF_COMMON = {
         float, 0.25, low=0.0, high=1.0, low_open=True, help="curvature sub-batch / mini-batch"
     ),
     "damping": HyperParameter(
-        float, 0.1, low=0.0, low_open=True, log=True, help="initial Levenberg-Marquardt lambda"
+        float,
+        0.1,
+        low=DAMPING_RANGE[0],
+        high=DAMPING_RANGE[1],
+        log=True,
+        help="initial Levenberg-Marquardt lambda",
     ),
     "cg_min_iters": HyperParameter(int, 1, low=0, help="CG iterations before the progress test"),
     "cg_tol": HyperParameter(float, 5e-4, low=0.0, low_open=True, log=True, help="Martens' eps"),

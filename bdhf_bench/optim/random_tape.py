@@ -1,0 +1,141 @@
+"""One set of random numbers per example per step, whatever sub-batch a pass runs on.
+
+An HF step runs the model several times on one mini-batch: the gradient pass on all N examples,
+the curvature pass on the first m, and extra evaluations on either. Replaying the global RNG
+state gives a pass the random numbers of an earlier pass on the *same* rows only: a Dropout
+mask drawn for m rows is not the first m rows of one drawn for N. ``RandomTape`` records what
+the gradient pass draws (Dropout masks, ``rand``/``randn``/``bernoulli``/``normal`` results and
+their in-place forms) and hands every later pass the same numbers, cut to its leading rows, so
+the quadratic model, rho and the line search all see one random function.
+
+A draw whose recorded shape does not fit (another code path, a draw whose leading dimension is
+not the batch) is drawn afresh, which is what happens without the tape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+# Dropout functions -> the number of feature dimensions whose elements share a mask entry.
+_DROPOUTS: dict[Callable[..., Any], int] = {
+    F.dropout: 0,
+    F.dropout1d: 1,
+    F.dropout2d: 2,
+    F.dropout3d: 3,
+}
+_DRAWS = {
+    torch.rand,
+    torch.randn,
+    torch.rand_like,
+    torch.randn_like,
+    torch.randint_like,
+    torch.bernoulli,
+    torch.normal,
+    torch.poisson,
+    Tensor.bernoulli,
+}
+_IN_PLACE_DRAWS = {
+    Tensor.bernoulli_,
+    Tensor.normal_,
+    Tensor.uniform_,
+    Tensor.exponential_,
+    Tensor.random_,
+    Tensor.cauchy_,
+    Tensor.log_normal_,
+    Tensor.geometric_,
+}
+
+
+def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
+
+
+class RandomTape(TorchFunctionMode):
+    """Records the random numbers of one forward pass and replays them on leading rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.draws: list[Tensor] = []
+        self.batch_size = 0
+        self._replaying = False
+        self._rows = 0
+        self._next = 0
+
+    @contextlib.contextmanager
+    def recording(self, batch_size: int) -> Iterator[None]:
+        """Record a fresh tape during a pass over ``batch_size`` examples."""
+        self.draws, self.batch_size, self._replaying = [], batch_size, False
+        with self:
+            yield
+
+    @contextlib.contextmanager
+    def replaying(self, rows: int) -> Iterator[None]:
+        """Replay the tape during a pass over the first ``rows`` examples of the batch."""
+        self._replaying, self._rows, self._next = True, rows, 0
+        try:
+            with self:
+                yield
+        finally:
+            self._replaying = False
+
+    def _take(self, shape: torch.Size, draw: Callable[[], Tensor]) -> Tensor:
+        if not self._replaying:
+            value = draw()
+            self.draws.append(value)
+            return value
+        if self._next < len(self.draws):
+            value = self.draws[self._next]
+            self._next += 1
+            if value.shape == shape:
+                return value
+            if (
+                value.dim() > 0
+                and len(shape) == value.dim()
+                and value.shape[0] == self.batch_size
+                and shape[0] == self._rows
+                and value.shape[1:] == shape[1:]
+            ):
+                return value[: self._rows]
+        return draw()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _DROPOUTS:
+            return self._dropout(func, args, kwargs)
+        if func in _DRAWS:
+            fresh = func(*args, **kwargs)
+            return self._take(fresh.shape, lambda: fresh)
+        if func in _IN_PLACE_DRAWS:
+            target = args[0]
+            if not self._replaying:
+                return self._take(target.shape, lambda: func(*args, **kwargs).clone())
+            value = self._take(target.shape, lambda: func(*args, **kwargs))
+            return target if value is target else target.copy_(value)
+        return func(*args, **kwargs)
+
+    def _dropout(self, func: Callable[..., Tensor], args: tuple, kwargs: dict) -> Tensor:
+        x = args[0]
+        p = float(_arg(args, kwargs, 1, "p", 0.5))
+        training = _arg(args, kwargs, 2, "training", True)
+        inplace = _arg(args, kwargs, 3, "inplace", False)
+        features = _DROPOUTS[func]
+        if not training or p == 0.0 or (features and x.dim() != features + 2):
+            return func(*args, **kwargs)
+        shape = x.shape if not features else torch.Size(x.shape[:2] + (1,) * features)
+
+        def draw() -> Tensor:
+            if p >= 1.0:
+                return x.new_zeros(shape)
+            return x.new_empty(shape).bernoulli_(1.0 - p).div_(1.0 - p)
+
+        mask = self._take(shape, draw)
+        return x.mul_(mask) if inplace else x * mask

@@ -165,7 +165,7 @@ def test_armijo_accepts_just_below_the_sufficient_decrease_line():
     f0 = F.mse_loss(model(x), y)
     f0.backward()
     gd = float(_flat([p.grad for p in model.parameters()]) @ d)
-    line = [float(f0) + 1e-2 * t * gd for t in (1.0, 0.8, 0.64)]  # f0 + c t g.d, g.d < 0
+    line = [f0.item() + 1e-2 * t * gd for t in (1.0, 0.8, 0.64)]  # f0 + c t g.d, g.d < 0
     eps = 1e-9 * abs(gd)
     values = [line[0] + eps, line[1] + eps, line[2] - eps]
     opt = HessianFree(

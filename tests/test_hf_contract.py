@@ -362,3 +362,70 @@ def test_a_whole_step_moves_batchnorm_statistics_exactly_once():
     torch.testing.assert_close(model.norm.running_mean, 0.1 * pre.mean(0), rtol=0, atol=1e-15)
     torch.testing.assert_close(model.norm.running_var, 0.9 + 0.1 * pre.var(0), rtol=0, atol=1e-15)
     assert model.norm.num_batches_tracked.item() == 1
+
+
+# -- a step rejects, never raises, for a numerical reason ------------------------------------------
+
+
+def test_infinite_curvature_along_the_direction_is_rejected(monkeypatch):
+    from bdhf_bench.curvature import GGNContext
+
+    model, x, y = _regression()
+    before = _flat(model)
+    monkeypatch.setattr(GGNContext, "layout_full_mvp", lambda self, layout, v: v * math.inf)
+    opt = HessianFree(model.parameters(), damping=1.0)
+    opt.step(ModelClosure(model, MSE(), x, y))
+    assert opt.last_step.outcome == "nonfinite_curvature" and not opt.last_step.accepted
+    assert torch.equal(before, _flat(model)) and opt.param_groups[0]["damping"] == 1.5
+
+
+def test_a_batch_whose_targets_are_all_ignored_is_rejected():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    x, y = torch.randn(8, 4), torch.full((8,), -100)
+    before = _flat(model)
+    opt = BlockDiagonalHF(model.parameters(), damping=1.0)
+    opt.step(ModelClosure(model, nn.CrossEntropyLoss(), x, y))
+    assert opt.last_step.outcome == "nonfinite_loss" and torch.equal(before, _flat(model))
+
+
+class Sampler(nn.Module):
+    """A VAE-like reparameterisation: mean + noise * exp(log_std)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mean = nn.Linear(5, 3)
+        self.log_std = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.mean(x) + torch.randn_like(x[:, :3]) * torch.exp(self.log_std(x))
+
+
+def test_reparameterisation_noise_is_the_gradient_pass_noise_on_the_sub_batch():
+    torch.manual_seed(0)
+    model = Sampler()
+    x, y = torch.randn(12, 5), torch.randn(12, 3)
+    closure = ModelClosure(model, MSE(), x, y)
+    f0 = closure()
+    ctx = closure.curvature(0.5)
+    assert torch.equal(ctx.outputs[0], closure.outputs[:6])
+    assert float(closure.evaluate("batch")) == float(f0)
+    # the noise is replayed, the parameters are not: moving the mean moves the output exactly
+    with torch.no_grad():
+        model.mean.bias += 1.0
+    moved = closure.evaluate("batch")
+    torch.testing.assert_close(moved, F.mse_loss(closure.outputs.detach() + 1.0, y))
+
+
+def test_draws_that_take_tensors_of_values_follow_those_values():
+    from bdhf_bench.optim.random_tape import RandomTape
+
+    tape, mean = RandomTape(), torch.zeros(8, 3)
+    with tape.recording(8):
+        noise = torch.randn(8, 3)
+        shifted = torch.normal(mean, 1.0)
+    with tape.replaying(4):
+        noise_again = torch.randn(4, 3)
+        shifted_again = torch.normal(mean[:4] + 100.0, 1.0)
+    assert len(tape.draws) == 1 and torch.equal(noise_again, noise[:4])
+    assert shifted_again.mean() > 90 and shifted.abs().mean() < 5

@@ -4,12 +4,15 @@ An HF step runs the model several times on one mini-batch: the gradient pass on 
 the curvature pass on the first m, and extra evaluations on either. Replaying the global RNG
 state gives a pass the random numbers of an earlier pass on the *same* rows only: a Dropout
 mask drawn for m rows is not the first m rows of one drawn for N. ``RandomTape`` records what
-the gradient pass draws (Dropout masks, ``rand``/``randn``/``bernoulli``/``normal`` results and
-their in-place forms) and hands every later pass the same numbers, cut to its leading rows, so
-the quadratic model, rho and the line search all see one random function.
+the gradient pass draws (Dropout masks; ``rand``, ``randn`` and ``normal`` without tensor
+arguments; ``*_like`` draws; in-place fills such as ``normal_``) and hands every later pass the
+same numbers, cut to its leading rows, so the quadratic model, rho and the line search all see
+one random function.
 
 A draw whose recorded shape does not fit (another code path, a draw whose leading dimension is
-not the batch) is drawn afresh, which is what happens without the tape.
+not the batch) is drawn afresh, which is what happens without the tape. A draw that takes
+tensors of values (``torch.normal(mean, std)``, ``bernoulli(p)``) must follow those values when
+the parameters move, so it is not taped (the RNG state replay still covers it).
 """
 
 from __future__ import annotations
@@ -30,17 +33,11 @@ _DROPOUTS: dict[Callable[..., Any], int] = {
     F.dropout2d: 2,
     F.dropout3d: 3,
 }
-_DRAWS = {
-    torch.rand,
-    torch.randn,
-    torch.rand_like,
-    torch.randn_like,
-    torch.randint_like,
-    torch.bernoulli,
-    torch.normal,
-    torch.poisson,
-    Tensor.bernoulli,
-}
+# Draws whose numbers do not depend on any tensor's values (a ``*_like`` input gives only the
+# shape). A draw that takes tensors of values (``torch.normal(mean, std)``, ``bernoulli(p)``)
+# must follow those values when the parameters move, so it is not taped.
+_DRAWS = {torch.rand, torch.randn, torch.normal}
+_LIKE_DRAWS = {torch.rand_like, torch.randn_like, torch.randint_like}
 _IN_PLACE_DRAWS = {
     Tensor.bernoulli_,
     Tensor.normal_,
@@ -51,6 +48,14 @@ _IN_PLACE_DRAWS = {
     Tensor.log_normal_,
     Tensor.geometric_,
 }
+
+_TAPED = _DRAWS | _LIKE_DRAWS | _IN_PLACE_DRAWS
+
+
+def _takes_values(func: Callable[..., Any], args: tuple, kwargs: dict) -> bool:
+    """Whether a draw's numbers depend on a tensor argument's values."""
+    values = args if func in _DRAWS else args[1:]
+    return any(isinstance(a, Tensor) for a in (*values, *kwargs.values()))
 
 
 def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
@@ -111,16 +116,16 @@ class RandomTape(TorchFunctionMode):
         kwargs = kwargs or {}
         if func in _DROPOUTS:
             return self._dropout(func, args, kwargs)
-        if func in _DRAWS:
+        if func not in _TAPED or _takes_values(func, args, kwargs):
+            return func(*args, **kwargs)
+        if func not in _IN_PLACE_DRAWS:
             fresh = func(*args, **kwargs)
             return self._take(fresh.shape, lambda: fresh)
-        if func in _IN_PLACE_DRAWS:
-            target = args[0]
-            if not self._replaying:
-                return self._take(target.shape, lambda: func(*args, **kwargs).clone())
-            value = self._take(target.shape, lambda: func(*args, **kwargs))
-            return target if value is target else target.copy_(value)
-        return func(*args, **kwargs)
+        target = args[0]
+        if not self._replaying:
+            return self._take(target.shape, lambda: func(*args, **kwargs).clone())
+        value = self._take(target.shape, lambda: func(*args, **kwargs))
+        return target if value is target else target.copy_(value)
 
     def _dropout(self, func: Callable[..., Tensor], args: tuple, kwargs: dict) -> Tensor:
         x = args[0]

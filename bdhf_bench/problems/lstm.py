@@ -36,13 +36,15 @@ class LSTMLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x``: (N, T, input_size) -> hidden states (N, T, hidden_size)."""
-        n, steps, _ = x.shape
+        n = x.shape[0]
         pre = torch.nn.functional.linear(x, self.weight_ih, self.bias_ih)
         h = x.new_zeros(n, self.hidden_size)
         c = x.new_zeros(n, self.hidden_size)
         hs = []
-        for t in range(steps):
-            gates = torch.addmm(pre[:, t] + self.bias_hh, h, self.weight_hh.t())
+        # unbind, not pre[:, t]: each slice's backward would write a full-size zero tensor,
+        # O(T^2) work over a sequence; unbind's backward is one stack.
+        for pre_t in pre.unbind(1):
+            gates = torch.addmm(pre_t + self.bias_hh, h, self.weight_hh.t())
             i, f, g, o = gates.chunk(4, dim=1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)

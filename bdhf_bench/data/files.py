@@ -28,7 +28,8 @@ from .svhn import read_svhn_mat
 
 @dataclass(frozen=True)
 class RawData:
-    """A data set's standard files as arrays: uint8 images (N, C, H, W), int64 labels."""
+    """A data set's standard files as arrays: uint8 images (N, C, H, W) or float32 feature
+    vectors (N, D), int64 labels."""
 
     train_x: np.ndarray
     train_y: np.ndarray

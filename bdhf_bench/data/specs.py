@@ -1,10 +1,11 @@
 """Static facts about each data set: shapes, classes, standard split sizes, normalisation.
 
 One table, read by the readers, the split logic, the synthetic generator and the augmentation, so
-that a data set is described in exactly one place. Sizes and normalisation constants are DeepOBS
-1.2.0b0's (``deepobs.pytorch.datasets``): validation is carved out of the training file with the
-size of the test set (DeepOBS's ``train_eval_size``), and train_eval is a subset of train of that
-same size.
+that a data set is described in exactly one place. Sizes and normalisation constants of DeepOBS's
+data sets are DeepOBS 1.2.0b0's (``deepobs.pytorch.datasets``): validation is carved out of the
+training file with the size of the test set (DeepOBS's ``train_eval_size``), and train_eval is a
+subset of train of that same size. The packaged data sets (MNIST-1D, digits) are split the same
+way.
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ SPECS: dict[str, DatasetSpec] = {
         DatasetSpec("smnist", (7, 7), 10, 60000, 10000, 10000),
         # DeepOBS's noisy quadratic: 1000 draws each for train, valid and test (no labels).
         DatasetSpec("quadratic", (100,), 0, 1000, 1000, 1000, carved_valid=False),
+        # MNIST-1D (Greydanus 2020): 4,000 training and 1,000 test sequences of 40 points, built
+        # by the mnist1d package's generator (data/packaged.py); validation carved as DeepOBS does.
+        DatasetSpec("mnist1d", (40,), 10, 4000, 1000, 1000),
+        # scikit-learn's 8x8 digits, 64 pixels in [0, 1]: 1,797 images, of which a fixed carve
+        # makes 297 the test file and 1,500 the training file (data/packaged.py); valid 300.
+        DatasetSpec("digits", (64,), 10, 1500, 297, 300),
         # A tiny 4-class problem in 8 dimensions, generated, for CI and smoke tests.
         DatasetSpec("tiny", (8,), 4, 1200, 200, 200),
     )

@@ -5,7 +5,7 @@
 - train_eval: a fixed random subset of train, the size of the test set, evaluated WITHOUT
   augmentation. (DeepOBS 1.2 redraws it from the whole training file, validation images included,
   at every evaluation, and measures it on augmented images; we keep it inside train and fixed.)
-- test: the test file.
+- test: the test file (for scikit-learn's digits, which have none, a fixed carve: data/packaged.py).
 
 When the files hold fewer examples than the standard set (a 10,000-digit MNIST subset, say), the
 validation and train_eval sizes shrink in proportion, a warning says so, and ``sizes`` records
@@ -22,10 +22,11 @@ import torch
 from torch import Tensor
 
 from .files import FILE_DATASETS, RawData, read_raw
+from .packaged import PACKAGED_DATASETS, read_packaged
 from .preprocess import to_inputs
 from .seeding import generator
 from .specs import DatasetSpec, get_spec
-from .synthetic import DEFAULT_SYNTHETIC_SIZES, quadratic_draws, synthetic_images, tiny_blobs
+from .synthetic import DEFAULT_SYNTHETIC_SIZES, quadratic_draws, synthetic_raw, tiny_blobs
 
 SOURCES = ("real", "synthetic")
 SPLIT_NAMES = ("train", "train_eval", "valid", "test")
@@ -100,7 +101,9 @@ def _raw(
         return tiny_blobs(seed, sizes)
     file_set = "mnist" if dataset == "smnist" else dataset
     if source == "synthetic":
-        return synthetic_images(dataset, seed, sizes)
+        return synthetic_raw(dataset, seed, sizes)
+    if dataset in PACKAGED_DATASETS:
+        return read_packaged(dataset)
     if file_set not in FILE_DATASETS:
         raise ValueError(f"{dataset!r} has no real source")
     return read_raw(file_set, data_dir, download)
@@ -150,9 +153,10 @@ def load_splits(
     """Load ``dataset`` and return its DeepOBS splits as tensors on ``device``.
 
     ``source="real"`` reads the standard files under ``data_dir`` (downloading missing ones when
-    ``download`` and the network allow); ``"synthetic"`` draws data of the same shapes and classes
-    from ``seed``, with ``synthetic_sizes`` = (training file, test) examples. The valid/train carve
-    is drawn from ``seed``.
+    ``download`` and the network allow), or builds a packaged data set (MNIST-1D, digits: no
+    files); ``"synthetic"`` draws data of the same shapes and classes from ``seed``, with
+    ``synthetic_sizes`` = (training file, test) examples. The valid/train carve is drawn from
+    ``seed``.
     """
     spec = get_spec(dataset)
     if source not in SOURCES:

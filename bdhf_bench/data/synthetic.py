@@ -2,8 +2,9 @@
 
 For smoke tests and CI (``source="synthetic"``), and the generated data sets that have no files
 (DeepOBS's noisy quadratic, our tiny classification set). Images are uint8 like the real files and
-go through the same preprocessing; each class has its own prototype image, so a model can learn
-the labels and a falling loss means something.
+go through the same preprocessing; feature-vector data sets (MNIST-1D, digits) get float32 values
+in [0, 1]. Each class has its own prototype, so a model can learn the labels and a falling loss
+means something.
 """
 
 from __future__ import annotations
@@ -26,22 +27,29 @@ _RAW_SHAPES = {
 }
 
 
-def _images(
-    rng: np.random.Generator, n: int, prototypes: np.ndarray
+def _examples(
+    rng: np.random.Generator, n: int, prototypes: np.ndarray, images: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     labels = rng.integers(0, len(prototypes), size=n)
-    noise = rng.uniform(0, 255, size=(n, *prototypes.shape[1:]))
-    images = 0.7 * prototypes[labels] + 0.3 * noise
-    return np.clip(np.rint(images), 0, 255).astype(np.uint8), labels.astype(np.int64)
+    noise = rng.uniform(0, 1, size=(n, *prototypes.shape[1:]))
+    values = 0.7 * prototypes[labels] + 0.3 * noise
+    if images:
+        values = np.clip(np.rint(255 * values), 0, 255).astype(np.uint8)
+    else:
+        values = values.astype(np.float32)
+    return values, labels.astype(np.int64)
 
 
-def synthetic_images(dataset: str, seed: int, sizes: tuple[int, int]) -> RawData:
-    """uint8 images and labels shaped like ``dataset``'s files, drawn from ``seed``."""
+def synthetic_raw(dataset: str, seed: int, sizes: tuple[int, int]) -> RawData:
+    """Examples and labels shaped like ``dataset``'s (uint8 images for the image data sets,
+    float32 vectors otherwise), drawn from ``seed``."""
     spec = get_spec(dataset)
+    images = dataset in _RAW_SHAPES
+    shape = _RAW_SHAPES[dataset] if images else spec.input_shape
     rng = np.random.default_rng([seed, 0x5EED])
-    prototypes = rng.uniform(0, 255, size=(spec.num_classes, *_RAW_SHAPES[dataset]))
-    tx, ty = _images(rng, sizes[0], prototypes)
-    vx, vy = _images(rng, sizes[1], prototypes)
+    prototypes = rng.uniform(0, 1, size=(spec.num_classes, *shape))
+    tx, ty = _examples(rng, sizes[0], prototypes, images)
+    vx, vy = _examples(rng, sizes[1], prototypes, images)
     return RawData(tx, ty, vx, vy)
 
 

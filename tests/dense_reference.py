@@ -28,14 +28,15 @@ def unflatten_outputs(flat: Tensor, shapes: list[torch.Size]) -> tuple[Tensor, .
     return tuple(parts)
 
 
-def dense_ggn(
+def dense_factors(
     model: nn.Module,
     inputs: Tensor,
     loss_of_outputs: Callable[..., Tensor],
     params: Sequence[Tensor] | None = None,
     seed: int | None = None,
-) -> Tensor:
-    """G = J^T H J for ``loss_of_outputs(*outputs)`` (targets already bound), dense.
+) -> tuple[Tensor, Tensor]:
+    """(J, H): the Jacobian of the flattened outputs w.r.t. ``params`` and the loss Hessian in
+    output space, dense, so that G = J^T H J (or G v = J^T (H (J v)) when G is too big to form).
 
     ``seed`` reseeds the global RNG right before the one forward pass (for Dropout models).
     Buffers are restored afterwards so the model is left as it was.
@@ -68,6 +69,18 @@ def dense_ggn(
         return loss_of_outputs(*unflatten_outputs(zf, shapes))
 
     h = torch.autograd.functional.hessian(loss_flat, z)
+    return j, h
+
+
+def dense_ggn(
+    model: nn.Module,
+    inputs: Tensor,
+    loss_of_outputs: Callable[..., Tensor],
+    params: Sequence[Tensor] | None = None,
+    seed: int | None = None,
+) -> Tensor:
+    """G = J^T H J for ``loss_of_outputs(*outputs)`` (targets already bound), dense."""
+    j, h = dense_factors(model, inputs, loss_of_outputs, params, seed)
     return j.T @ h @ j
 
 

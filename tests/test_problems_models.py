@@ -36,6 +36,8 @@ def _expected_output_shapes(name: str) -> list[tuple[int, ...]]:
         return [(BATCH, 100)]
     if name.startswith("mnist_autoencoder"):
         return [(BATCH, 784)]
+    if name == "digits_autoencoder":
+        return [(BATCH, 64)]
     return [(BATCH, get_spec(problem.dataset).num_classes)]
 
 

@@ -8,6 +8,10 @@ closed-form diagonal output Hessian.
 Initialisation matters here (see design notes 2): from PyTorch's default the net falls onto the
 mean-image plateau. Martens' sparse initialisation is the default: each unit gets exactly 15
 nonzero incoming weights drawn from N(0, 1), all biases 0.
+
+``DIGITS_ENCODER_SIZES`` is the same design scaled to scikit-learn's 8x8 digits: a first hidden
+layer wider than the input, then halving widths down to a small linear code (64-128-64-32-8 and
+the mirror decoder), with the same sigmoid units, loss and initialisation.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 from torch import nn
 
 ENCODER_SIZES = (784, 1000, 500, 250, 30)
+DIGITS_ENCODER_SIZES = (64, 128, 64, 32, 8)
 SPARSE_FAN_IN = 15
 INITS = ("sparse", "pytorch")
 
@@ -34,13 +39,16 @@ def sparse_init_(layer: nn.Linear, nonzero: int = SPARSE_FAN_IN) -> None:
             layer.bias.zero_()
 
 
-def deep_autoencoder(init: str = "sparse") -> nn.Sequential:
-    """The autoencoder on flattened 28x28 images; ``init`` is "sparse" (Martens) or "pytorch"."""
+def deep_autoencoder(
+    init: str = "sparse", encoder_sizes: tuple[int, ...] = ENCODER_SIZES
+) -> nn.Sequential:
+    """The autoencoder on flattened images (``encoder_sizes``: input, hidden widths, code; the
+    default is the 28x28 one); ``init`` is "sparse" (Martens) or "pytorch"."""
     if init not in INITS:
         raise ValueError(f"unknown autoencoder init {init!r}; valid: {', '.join(INITS)}")
-    sizes = ENCODER_SIZES + ENCODER_SIZES[-2::-1]
+    sizes = encoder_sizes + encoder_sizes[-2::-1]
     layers: list[nn.Module] = [nn.Flatten()]
-    code = len(ENCODER_SIZES) - 2  # index of the layer that produces the 30-unit code
+    code = len(encoder_sizes) - 2  # index of the layer that produces the code
     for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i != code and i != len(sizes) - 2:

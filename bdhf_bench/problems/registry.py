@@ -26,10 +26,11 @@ def _ensure_loaded() -> None:
         if _LOADED:
             return
         from .deepobs_problems import deepobs_problems
+        from .offline import offline_problems
         from .paper import paper_problems
 
         _LOADED = True  # set first: plugins may call register()
-        for problem in deepobs_problems() + paper_problems():
+        for problem in deepobs_problems() + paper_problems() + offline_problems():
             _REGISTRY.setdefault(problem.name, problem)
         for problem in load_entry_points(ENTRY_POINT_GROUP, Problem):
             register(problem)

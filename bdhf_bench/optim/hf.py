@@ -256,6 +256,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         self._block_groups: list[list[int]] = []
         self._step: dict[str, Any] = {}
         self._block: dict[str, list[Any]] = {}
+        self._settings_seen: tuple[Any, ...] = ()
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -268,7 +269,8 @@ class BlockDiagonalHF(torch.optim.Optimizer):
 
     def blocks(self) -> list[list[Tensor]]:
         """The blocks: one per parameter group (one in all for HessianFree), trainable only."""
-        return [[p for i in gs for p in self._trainable()[i]] for gs in self._groups_of_blocks()]
+        trainable = self._trainable()
+        return [[p for i in gs for p in trainable[i]] for gs in self._groups_of_blocks()]
 
     def _groups_of_blocks(self) -> list[list[int]]:
         """Which parameter groups make up each block (groups without trainable tensors: none)."""
@@ -304,6 +306,19 @@ class BlockDiagonalHF(torch.optim.Optimizer):
     def _read_settings(self) -> None:
         """The step's settings, read from the parameter groups (torch.optim's contract)."""
         layout = self.layout()
+        names = tuple(k for k in self.defaults if k != "damping")  # damping: checked below
+        seen = (id(layout), *(tuple(g.get(k) for k in names) for g in self.param_groups))
+        if seen != self._settings_seen:
+            self._check_settings(layout)
+            self._settings_seen = seen
+        lo, hi = self._step["damping_min"], self._step["damping_max"]
+        for g in self.param_groups:
+            _check("damping", g["damping"], lo <= g["damping"] <= hi, f"in [{lo:g}, {hi:g}]")
+        if self._global_damping():
+            self._agreed("damping", [i for gs in self._block_groups for i in gs])
+
+    def _check_settings(self, layout: BlockLayout) -> None:
+        """Range-check every group and collect the step's and the blocks' settings."""
         for group in self.param_groups:
             for name, value in self.defaults.items():
                 group.setdefault(name, value)  # a state saved before a setting existed
@@ -313,8 +328,6 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         self._block = {
             name: [self._agreed(name, gs) for gs in self._block_groups] for name in BLOCK_SETTINGS
         }
-        if self._global_damping():
-            self._step["damping"] = self._agreed("damping", everyone)
         assert len(self._block_groups) == layout.num_blocks
 
     @property

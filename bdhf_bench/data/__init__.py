@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .augment import Augmentation, augmentation_for
 from .download import MissingDataError
+from .identity import data_identity
 from .specs import SPECS, DatasetSpec, dataset_names, get_spec
 from .splits import SOURCES, SPLIT_NAMES, DataSplits, load_splits
 from .stream import BatchStream, eval_batches
@@ -35,6 +36,7 @@ __all__ = [
     "DatasetSpec",
     "MissingDataError",
     "augmentation_for",
+    "data_identity",
     "dataset_names",
     "eval_batches",
     "get_spec",

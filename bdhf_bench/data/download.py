@@ -104,3 +104,13 @@ def extract_members(archive: Path, folder: Path, members: Sequence[str]) -> None
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+
+
+def probe(url: str, timeout: float = 10.0) -> str | None:
+    """None when ``url`` answers now, else why not (one line): the preflight's question
+    "could the missing files be downloaded?", asked without downloading them."""
+    try:
+        with _urlopen(url, timeout):
+            return None
+    except (OSError, ValueError, http.client.HTTPException) as err:
+        return " ".join(str(getattr(err, "reason", err)).split())

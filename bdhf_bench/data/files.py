@@ -182,3 +182,47 @@ def read_raw(dataset: str, data_dir: str | Path, download: bool = True) -> RawDa
     if dataset not in _READERS:
         raise ValueError(f"{dataset!r} has no files; file-backed: {', '.join(FILE_DATASETS)}")
     return _READERS[dataset](dataset, Path(data_dir), download)
+
+
+def file_set(dataset: str) -> str | None:
+    """The file-backed data set whose files ``dataset`` reads (smnist reads MNIST's), or None
+    for a data set that is generated rather than read."""
+    name = "mnist" if dataset == "smnist" else dataset
+    return name if name in _READERS else None
+
+
+def expected_folder(dataset: str, data_dir: str | Path) -> Path:
+    """Where the files of a file-backed data set go under ``data_dir``."""
+    data_dir = Path(data_dir)
+    if dataset in _MNIST_SOURCES:
+        return data_dir / _MNIST_SOURCES[dataset][0] / "raw"
+    if dataset in _CIFAR_SOURCES:
+        return data_dir / _CIFAR_SOURCES[dataset][0]
+    return data_dir
+
+
+def locate(dataset: str, data_dir: str | Path) -> list[Path] | None:
+    """The files ``read_raw`` would read for ``dataset`` (no download), or None when any is
+    missing."""
+    data_dir = Path(data_dir)
+    if dataset in _MNIST_SOURCES:
+        return _find_idx([expected_folder(dataset, data_dir), data_dir])
+    if dataset in _CIFAR_SOURCES:
+        _, _, _, train, test, _ = _CIFAR_SOURCES[dataset]
+        paths = [expected_folder(dataset, data_dir) / n for n in train + test]
+    elif dataset == "svhn":
+        paths = [data_dir / n for n in _SVHN_FILES]
+    else:
+        raise ValueError(f"{dataset!r} has no files; file-backed: {', '.join(FILE_DATASETS)}")
+    return paths if all(p.is_file() for p in paths) else None
+
+
+def probe_url(dataset: str) -> str:
+    """One URL of ``dataset``'s download, to ask whether it can be fetched now."""
+    if dataset in _MNIST_SOURCES:
+        return _MNIST_SOURCES[dataset][1][0] + _MNIST_NAMES[0] + ".gz"
+    if dataset in _CIFAR_SOURCES:
+        return _CIFAR_SOURCES[dataset][1]
+    if dataset == "svhn":
+        return _SVHN_URL + "test_32x32.mat"
+    raise ValueError(f"{dataset!r} has no files; file-backed: {', '.join(FILE_DATASETS)}")

@@ -18,10 +18,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .files import FILE_DATASETS, RawData, read_raw
+from .files import RawData, file_set, read_raw
 from .packaged import PACKAGED_DATASETS, read_packaged
 from .preprocess import to_inputs
 from .seeding import generator
@@ -91,22 +92,37 @@ def carve_indices(n_train_file: int, sizes: dict[str, int], seed: int) -> dict[s
     return {"train": train, "train_eval": train_eval, "valid": valid}
 
 
-def _raw(
+def raw_arrays(
     dataset: str, source: str, data_dir: Path, seed: int, sizes: tuple[int, int], download: bool
 ) -> RawData:
+    """A data set's training-file and test arrays before carving: read from its files, or drawn
+    from ``seed`` with ``sizes`` = (training file, test) examples (not for the quadratic)."""
     if dataset == "tiny":
         spec = get_spec("tiny")
         if source == "real":
             return tiny_blobs(TINY_SEED, (spec.train_file_size, spec.test_size))
         return tiny_blobs(seed, sizes)
-    file_set = "mnist" if dataset == "smnist" else dataset
     if source == "synthetic":
         return synthetic_raw(dataset, seed, sizes)
     if dataset in PACKAGED_DATASETS:
         return read_packaged(dataset)
-    if file_set not in FILE_DATASETS:
+    files_of = file_set(dataset)
+    if files_of is None:
         raise ValueError(f"{dataset!r} has no real source")
-    return read_raw(file_set, data_dir, download)
+    return read_raw(files_of, data_dir, download)
+
+
+def quadratic_arrays(
+    source: str, seed: int, sizes: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The quadratic's (train, valid, test) draws: DeepOBS's own ("real") or from ``seed``."""
+    if source == "synthetic":
+        return quadratic_draws(seed, sizes)
+    from deepobs.pytorch.datasets.quadratic import quadratic
+
+    data = quadratic(batch_size=1)
+    loaders = (data._train_dataloader, data._valid_dataloader, data._test_dataloader)
+    return tuple(loader.dataset.tensors[0].numpy() for loader in loaders)
 
 
 def _quadratic_splits(
@@ -115,14 +131,7 @@ def _quadratic_splits(
     """DeepOBS's noisy quadratic: separate draws for train, valid and test, train_eval = train,
     no labels (zeros stand in). "real" is DeepOBS's own fixed draws (seeds 42, 44, 43)."""
     spec = get_spec("quadratic")
-    if source == "synthetic":
-        arrays = quadratic_draws(seed, sizes)
-    else:
-        from deepobs.pytorch.datasets.quadratic import quadratic
-
-        data = quadratic(batch_size=1)
-        loaders = (data._train_dataloader, data._valid_dataloader, data._test_dataloader)
-        arrays = tuple(loader.dataset.tensors[0].numpy() for loader in loaders)
+    arrays = quadratic_arrays(source, seed, sizes)
     train, valid, test = (to_inputs(spec, a, device) for a in arrays)
     pairs = {
         name: (x, torch.zeros(len(x), dtype=torch.long, device=device))
@@ -166,7 +175,7 @@ def load_splits(
     device = torch.device(device)
     if dataset == "quadratic":
         return _quadratic_splits(source, seed, synthetic_sizes, device)
-    raw = _raw(dataset, source, Path(data_dir), seed, synthetic_sizes, download)
+    raw = raw_arrays(dataset, source, Path(data_dir), seed, synthetic_sizes, download)
     sizes, scaled = carve_sizes(spec, len(raw.train_x), len(raw.test_x))
     if scaled and source == "real":
         warnings.warn(

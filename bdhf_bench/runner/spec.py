@@ -106,11 +106,27 @@ def setting_folder(
     weight_decay: float | None,
     defaults: Mapping[str, Any] | None = None,
 ) -> str:
-    """DeepOBS's setting folder name: budget, batch size, weight decay, then the sorted
+    """DeepOBS's setting folder name: evaluations, batch size, then the budget unless it is
+    DeepOBS's own (epochs, evaluated at epoch ends), weight decay, then the sorted
     hyperparameters. With ``defaults``, only hyperparameters that differ from them are named
     (an HF optimizer has a dozen; the result file lists them all), which keeps names short.
+
+    ``num_epochs`` counts evaluation intervals, so ``--epochs 1`` and ``--steps 50`` (one
+    interval each) would share a folder, and DeepOBS's analyzer would average them as two
+    seeds; a step or time budget, or evaluations every N steps, is therefore always named.
     """
     name = f"num_epochs__{num_epochs}__batch_size__{spec.batch_size}"
+    budget = spec.budget
+    if budget.steps is not None or budget.seconds is not None or spec.eval_every is not None:
+        for key, value in (
+            ("budget_epochs", budget.epochs),
+            ("budget_steps", budget.steps),
+            ("budget_seconds", budget.seconds),
+            ("eval_every", spec.eval_every),
+        ):
+            if value is not None:
+                text = float2str(float(value)) if isinstance(value, float) else str(value)
+                name += f"__{key}__{text}"
     if weight_decay is not None:
         name += f"__weight_decay__{float2str(float(weight_decay))}"
     for key, value in sorted(spec.hyperparameters.items()):

@@ -116,18 +116,41 @@ class ResultStore:
 
     # -- finished runs ---------------------------------------------------------------------------
 
-    def finished(self, spec: RunSpec) -> Path | None:
-        """The result file of a finished run, or None."""
-        record = self._runs(spec.run_id, ".json")
+    def record(self, spec: RunSpec) -> dict[str, Any] | None:
+        """The finished-record of a run (``result``, ``spec``, ``context``, and ``written``: the
+        record's modification time), or None when it has none or its result file is missing."""
+        path = self._runs(spec.run_id, ".json")
         try:
-            data = json.loads(record.read_text())
+            data = json.loads(path.read_text())
+            written = path.stat().st_mtime
         except (OSError, ValueError):
             return None
-        path = self.root / data.get("result", "")
-        return path if path.is_file() else None
+        if not isinstance(data, dict) or not (self.root / data.get("result", "")).is_file():
+            return None
+        return {**data, "written": written}
+
+    def finished(self, spec: RunSpec) -> Path | None:
+        """The result file of a finished run, or None."""
+        data = self.record(spec)
+        return None if data is None else self.root / data["result"]
+
+    def forget(self, spec: RunSpec) -> None:
+        """Drop a finished run (``--rerun``): its result file first, then its record, so that
+        a crash in between leaves a record naming nothing, which counts as not finished."""
+        data = self.record(spec)
+        if data is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / data["result"]).unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self._runs(spec.run_id, ".json").unlink()
 
     def write_result(
-        self, spec: RunSpec, result: dict[str, Any], setting: str, diverged: bool
+        self,
+        spec: RunSpec,
+        result: dict[str, Any],
+        setting: str,
+        diverged: bool,
+        context: dict[str, Any] | None = None,
     ) -> Path:
         """Write the finished-record, then the result file it names, then drop the checkpoint.
 
@@ -139,7 +162,11 @@ class ResultStore:
         path = self.result_dir(spec, setting, diverged) / f"random_seed__{spec.seed}__{stamp}.json"
         write_json(
             self._runs(spec.run_id, ".json"),
-            {"result": str(path.relative_to(self.root)), "spec": spec.identity()},
+            {
+                "result": str(path.relative_to(self.root)),
+                "spec": spec.identity(),
+                "context": context,
+            },
         )
         write_json(path, result)
         with contextlib.suppress(FileNotFoundError):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -36,18 +38,46 @@ def git_revision() -> str | None:
     return f"{rev}+dirty" if dirty else rev
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC 7B13"), from /proc/cpuinfo where there is one."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                return value.strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine() or "cpu"
+    return cpu_model()
 
 
-def environment(device: torch.device) -> dict[str, str | None]:
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` inside the block (None: unchanged)."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def environment(device: torch.device) -> dict[str, str | int | None]:
+    """Where a run ran; ``threads`` is torch's thread count at the call (during training)."""
     return {
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "device": str(device),
         "device_name": device_name(device),
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
         "bdhf_bench": __version__,
         "git_revision": git_revision(),
         "python": platform.python_version(),

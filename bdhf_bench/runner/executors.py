@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
-import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -44,22 +43,66 @@ class GridReport:
         return text
 
 
+def _kind(spec: RunSpec) -> tuple:
+    """Runs expected to take alike: one problem, optimizer, budget, batch size and data."""
+    return (spec.problem, spec.optimizer, spec.budget, spec.batch_size, spec.data, spec.eval_every)
+
+
+class Eta:
+    """Time left for a list of runs, from the measured wall time of the runs trained so far:
+    a run is expected to take what trained runs of its kind took (``_kind``), else the mean of
+    every trained run. Skipped runs take no time and failed ones say nothing about the rest,
+    so neither is measured; extrapolating from the first run (or the mean over skipped ones)
+    would be off by the ratio of an HF run to an Adam run."""
+
+    def __init__(self, specs: Sequence[RunSpec], slots: int = 1) -> None:
+        self.left: dict[tuple, int] = {}
+        for spec in specs:
+            self.left[_kind(spec)] = self.left.get(_kind(spec), 0) + 1
+        self.times: dict[tuple, list[float]] = {}
+        self.slots = max(1, slots)
+
+    def settle(self, spec: RunSpec, seconds: float | None) -> None:
+        """``spec`` is done; ``seconds`` its training wall time (None: not trained here)."""
+        self.left[_kind(spec)] -= 1
+        if seconds is not None:
+            self.times.setdefault(_kind(spec), []).append(seconds)
+
+    def seconds(self) -> float | None:
+        """Seconds left (None until a run has been trained)."""
+        measured = [t for ts in self.times.values() for t in ts]
+        if not measured:
+            return None
+        overall = sum(measured) / len(measured)
+        left = 0.0
+        for kind, n in self.left.items():
+            own = self.times.get(kind)
+            left += n * (sum(own) / len(own) if own else overall)
+        return left / self.slots
+
+
 def _failure(spec: RunSpec, exc: BaseException) -> RunOutcome:
     msg = f"{type(exc).__name__}: {exc}".strip()
     return RunOutcome(spec, "failed", error=msg)
 
 
 def _worker_run(
-    spec: RunSpec, root: str, execution: Execution, threads: int | None
-) -> tuple[str, str | None, str | None]:
-    """Run one spec in a worker process; returns (status, result path, error)."""
-    if threads:
-        torch.set_num_threads(threads)
+    spec: RunSpec, root: str, execution: Execution
+) -> tuple[str, str | None, str | None, float]:
+    """Run one spec in a worker process; returns (status, result path, error, seconds)."""
+    started = time.monotonic()
     try:
         out = run_one(spec, ResultStore(root), execution)
-        return out.status, str(out.path) if out.path else None, None
+        path = str(out.path) if out.path else None
+        return out.status, path, None, time.monotonic() - started
     except Exception as exc:  # reported to the driver, never fatal for the grid
-        return "failed", None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+        return "failed", None, error, time.monotonic() - started
+
+
+def measured(status: str, seconds: float) -> float | None:
+    """A run's time for the ETA: only runs trained here count."""
+    return seconds if status in ("finished", "diverged") else None
 
 
 class Executor(Protocol):
@@ -87,6 +130,7 @@ class LocalExecutor:
         self.workers = workers
         self.execution = execution or Execution(torch.device("cpu"))
         self.echo = echo or (lambda text: None)
+        self.clock: Callable[[], float] = time.monotonic
 
     def run(self, specs: Sequence[RunSpec], store: ResultStore) -> list[RunOutcome]:
         """Every spec run (or skipped) to completion; outcomes in the order of ``specs``."""
@@ -100,23 +144,25 @@ class LocalExecutor:
         outcomes: dict[int, RunOutcome] = {}
         waiting: list[int] = []
         report = GridReport(total=len(specs))
-        started = time.monotonic()
+        eta = Eta(specs)
         for i, spec in enumerate(specs):
+            started = self.clock()
             out = self._try(spec, store)
             if out.status == "busy":
                 waiting.append(i)
                 continue
             outcomes[i] = out
-            self._tally(report, out, started)
+            self._tally(report, out, eta, measured(out.status, self.clock() - started))
         while waiting:
             still = []
             for i in waiting:
+                started = self.clock()
                 out = self._try(specs[i], store)
                 if out.status == "busy":
                     still.append(i)
                 else:
                     outcomes[i] = out
-                    self._tally(report, out, started)
+                    self._tally(report, out, eta, measured(out.status, self.clock() - started))
             waiting = still
             if waiting:
                 time.sleep(WAIT_POLL)
@@ -130,25 +176,25 @@ class LocalExecutor:
             self.echo(f"FAILED {spec.label()}: {out.error}")
             return out
 
-    def _tally(self, report: GridReport, out: RunOutcome, started: float) -> None:
+    def _tally(self, report: GridReport, out: RunOutcome, eta: Eta, seconds: float | None) -> None:
         if out.status == "failed":
             report.failed += 1
         else:
             report.done += 1
-        finished = report.done + report.failed
-        elapsed = time.monotonic() - started
-        eta = elapsed / finished * (report.total - finished) if finished else None
-        self.echo(f"{out.status}: {out.spec.label()} | {report.line(eta)}")
+        eta.settle(out.spec, seconds)
+        self.echo(f"{out.status}: {out.spec.label()} | {report.line(eta.seconds())}")
 
     # -- worker processes -----------------------------------------------------------------------
 
     def _parallel(self, specs: Sequence[RunSpec], store: ResultStore) -> list[RunOutcome]:
         gpus = torch.cuda.device_count() if self.execution.device.type == "cuda" else 0
-        threads = None if gpus else max(1, (os.cpu_count() or 1) // self.workers)
+        # One thread per worker unless --threads says otherwise: N workers with torch's
+        # default (every core each) oversubscribe the machine and crawl.
+        threads = self.execution.threads or 1
         ctx = multiprocessing.get_context("spawn")
         outcomes: dict[int, RunOutcome] = {}
         report = GridReport(total=len(specs))
-        started = time.monotonic()
+        eta = Eta(specs, self.workers)
         pending = list(range(len(specs)))
         with cf.ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
             while pending:
@@ -158,14 +204,14 @@ class LocalExecutor:
                     if gpus:
                         device = torch.device("cuda", slot % gpus)
                         execution = Execution(**{**execution.__dict__, "device": device})
-                    execution = Execution(**{**execution.__dict__, "progress": False})
-                    fut = pool.submit(_worker_run, specs[i], str(store.root), execution, threads)
+                    execution = replace(execution, progress=False, threads=threads)
+                    fut = pool.submit(_worker_run, specs[i], str(store.root), execution)
                     futures[fut] = i
                 report.running = min(len(futures), self.workers)
                 busy = []
                 for fut in cf.as_completed(futures):
                     i = futures[fut]
-                    status, path, error = fut.result()
+                    status, path, error, seconds = fut.result()
                     if status == "busy":
                         busy.append(i)
                         continue
@@ -174,7 +220,7 @@ class LocalExecutor:
                     report.running = max(0, report.running - 1)
                     if error:
                         self.echo(f"FAILED {specs[i].label()}: {error.splitlines()[0]}")
-                    self._tally(report, out, started)
+                    self._tally(report, out, eta, measured(status, seconds))
                 pending = busy
                 if pending:
                     time.sleep(WAIT_POLL)

@@ -24,9 +24,10 @@ from typing import Any
 
 import torch
 
-from ..data import DEFAULT_SYNTHETIC_SIZES, load_splits, train_stream
+from ..data import load_splits, train_stream
 from ..optim import BlockDiagonalHF, ModelClosure, get_optimizer
 from ..problems import Problem, get_problem, seeded_model
+from .context import DEFAULT_DATA_DIR, describe, run_context, synthetic_sizes
 from .cost import CostModel, measure_cost
 from .environment import environment
 from .evaluation import evaluate_split
@@ -35,8 +36,6 @@ from .spec import RunSpec, setting_folder
 from .store import ResultStore
 
 SCHEMA_VERSION = 1
-DEFAULT_DATA_DIR = Path("data_deepobs")
-"""DeepOBS's data folder name, relative to the working directory."""
 SPLITS = (("train", "train_eval"), ("valid", "valid"), ("test", "test"))
 
 
@@ -51,6 +50,11 @@ class Execution:
     """Wall-clock seconds between checkpoints inside an evaluation interval."""
     check_every: int = 25
     """Steps between read-backs of the mini-batch loss."""
+    threads: int | None = None
+    """torch threads while training (None: leave torch's setting)."""
+    rerun_before: float | None = None
+    """Redo finished runs whose result was written before this time (``time.time()``): what
+    ``--rerun`` sets to the command's start; None reuses finished runs."""
 
 
 @dataclass
@@ -111,29 +115,31 @@ def problem_data(
     device: torch.device,
     seed: int,
 ):
-    """The problem's data splits on ``device``; synthetic data gets at least four training
-    batches and one test batch, whatever the problem's batch size."""
-    synthetic = (
-        max(DEFAULT_SYNTHETIC_SIZES[0], 5 * batch_size),
-        max(DEFAULT_SYNTHETIC_SIZES[1], batch_size),
-    )
+    """The problem's data splits on ``device`` (generated data sized by ``synthetic_sizes``)."""
     return load_splits(
         problem.dataset,
         data_dir=data_dir if data_dir is not None else DEFAULT_DATA_DIR,
         source=source,
         device=device,
         seed=seed,
-        synthetic_sizes=synthetic,
+        synthetic_sizes=synthetic_sizes(batch_size),
     )
 
 
 class Trainer:
     """One run from its spec to its result dict."""
 
-    def __init__(self, spec: RunSpec, store: ResultStore, execution: Execution) -> None:
+    def __init__(
+        self,
+        spec: RunSpec,
+        store: ResultStore,
+        execution: Execution,
+        context: dict[str, Any] | None = None,
+    ) -> None:
         self.spec = spec
         self.store = store
         self.ex = execution
+        self.context = context or run_context(spec, execution.device, execution.data_dir)
         self.problem: Problem = get_problem(spec.problem)
         self.entry = get_optimizer(spec.optimizer)
         self.hps = self.entry.resolve(spec.hyperparameters)
@@ -171,6 +177,9 @@ class Trainer:
         if self.hf:
             self.state.block_products = [0] * self.optimizer.layout().num_blocks
         checkpoint = self.store.load_checkpoint(spec)
+        rerun = self.ex.rerun_before is not None
+        if checkpoint is not None and rerun and checkpoint.get("context") != self.context:
+            checkpoint = None  # made on other data or another device: --rerun starts again
         if checkpoint is not None:
             self._restore(checkpoint)
         self.cost = self._measure_cost()
@@ -196,6 +205,7 @@ class Trainer:
             self.spec,
             {
                 "spec": self.spec.identity(),
+                "context": self.context,
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "rng": self._rng_state(),
@@ -208,6 +218,12 @@ class Trainer:
         if checkpoint.get("spec") != self.spec.identity():
             raise RuntimeError(
                 f"checkpoint of another run in {self.store.checkpoint_path(self.spec)}"
+            )
+        if checkpoint.get("context") != self.context:
+            raise RuntimeError(
+                f"the checkpoint {self.store.checkpoint_path(self.spec)} of this run was made "
+                f"on {describe(checkpoint.get('context'))}, not {describe(self.context)}; "
+                "--rerun starts the run again"
             )
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -281,61 +297,23 @@ class Trainer:
 
     def run(self) -> tuple[dict[str, Any], bool]:
         """Train to the budget (or divergence); the result dict and whether it diverged."""
-        self._setup()
-        spec, s = self.spec, self.state
-        total = self._total_steps()
+        spec = self.spec
         progress = Progress(
             f"{spec.problem}/{spec.optimizer} seed {spec.seed}",
-            total,
+            None,
             spec.budget.seconds,
             enabled=self.ex.progress,
-            start_step=s.step,
         )
-        if not s.evaluations:
-            self._evaluate()
-        self._last_checkpoint = time.monotonic()
-        timer = _Timer(self.device)
-        pending: list[torch.Tensor] = []
-        done = self._budget_spent(total, 0.0)
-        timer.start()
-        while not done and s.diverged_at is None:
-            for x, y in self.stream.epoch(s.epoch, start=s.batch):
-                closure = self._closure(x, y)
-                loss = self.optimizer.step(closure)
-                pending.append(loss.detach().reshape(()))
-                self._count(closure)
-                s.step += 1
-                s.batch += 1
-                epoch_end = s.batch == self.steps_per_epoch
-                if epoch_end:
-                    s.epoch, s.batch = s.epoch + 1, 0
-                every = spec.eval_every
-                eval_due = (every is not None and s.step % every == 0) or (
-                    every is None and epoch_end
-                )
-                if len(pending) >= self.ex.check_every or eval_due or total == s.step:
-                    self._flush(pending, progress, s.train_seconds + timer.peek())
-                    pending = []
-                    if s.diverged_at is not None:
-                        s.train_seconds += timer.stop()
-                        break
-                    done = self._budget_spent(total, timer.peek())
-                    if eval_due or done:
-                        s.train_seconds += timer.stop()
-                        self._evaluate()
-                        if s.diverged_at is not None:
-                            break
-                        self._checkpoint()
-                        if not done:
-                            timer.start()
-                    elif time.monotonic() - self._last_checkpoint > self.ex.checkpoint_every:
-                        s.train_seconds += timer.stop()
-                        self._checkpoint()
-                        timer.start()
-                if done:
-                    break
-        if timer.running:
-            s.train_seconds += timer.stop()
+        try:
+            progress.begin("setting up (data, model, cost model)")
+            self._setup()
+            progress.end()
+            total = self._total_steps()
+            progress.restart(total, self.state.step)
+            self._train(total, progress)
+        finally:
+            progress.close()
+        s = self.state
         if s.diverged_at is None and s.evaluations[-1]["step"] != s.step:
             self._evaluate()
         if not s.evaluations:
@@ -344,6 +322,75 @@ class Trainer:
         if diverged:
             progress.message(f"diverged at step {s.diverged_at['step']}")
         return self._result(diverged), diverged
+
+    def _train(self, total: int | None, progress: Progress) -> None:
+        """The steps, with evaluations, checkpoints and progress (no sync per step)."""
+        spec, s = self.spec, self.state
+        if not s.evaluations:
+            progress.begin("evaluation at step 0")
+            self._evaluate()
+            progress.end()
+        self._last_checkpoint = time.monotonic()
+        timer = _Timer(self.device)
+        pending: list[torch.Tensor] = []
+        done = self._budget_spent(total, 0.0)
+        seconds = spec.budget.seconds
+        timer.start()
+        while not done and s.diverged_at is None:
+            for x, y in self.stream.epoch(s.epoch, start=s.batch):
+                progress.begin_step(s.step + 1)
+                closure = self._closure(x, y)
+                loss = self.optimizer.step(closure)
+                pending.append(loss.detach().reshape(()))
+                self._count(closure)
+                s.step += 1
+                s.batch += 1
+                progress.end()
+                epoch_end = s.batch == self.steps_per_epoch
+                if epoch_end:
+                    s.epoch, s.batch = s.epoch + 1, 0
+                every = spec.eval_every
+                eval_due = (every is not None and s.step % every == 0) or (
+                    every is None and epoch_end
+                )
+                # Progress, the time budget and time-based checkpoints look at the clock after
+                # every step; only the loss read-back waits for check_every steps.
+                running = s.train_seconds + timer.peek()
+                time_up = seconds is not None and running >= seconds
+                checkpoint_due = time.monotonic() - self._last_checkpoint > self.ex.checkpoint_every
+                if (
+                    len(pending) >= self.ex.check_every
+                    or eval_due
+                    or total == s.step
+                    or time_up
+                    or checkpoint_due
+                ):
+                    self._flush(pending, progress)
+                    pending = []
+                    if s.diverged_at is not None:
+                        s.train_seconds += timer.stop()
+                        break
+                    done = self._budget_spent(total, timer.peek())
+                    if eval_due or done:
+                        s.train_seconds += timer.stop()
+                        progress.begin(f"evaluation at step {s.step}")
+                        self._evaluate()
+                        progress.end()
+                        if s.diverged_at is not None:
+                            break
+                        self._checkpoint()
+                        if not done:
+                            timer.start()
+                    elif checkpoint_due:
+                        s.train_seconds += timer.stop()
+                        self._checkpoint()
+                        timer.start()
+                epoch = s.step / self.steps_per_epoch
+                progress.update(s.step, epoch, None, s.train_seconds + timer.peek())
+                if done:
+                    break
+        if timer.running:
+            s.train_seconds += timer.stop()
 
     def _budget_spent(self, total: int | None, running: float) -> bool:
         seconds = self.spec.budget.seconds
@@ -360,7 +407,7 @@ class Trainer:
             s.block_products = [a + b for a, b in zip(s.block_products, stats.block_products)]
             s.full_products += stats.full_products
 
-    def _flush(self, pending: list[torch.Tensor], progress: Progress, seconds: float) -> None:
+    def _flush(self, pending: list[torch.Tensor], progress: Progress) -> None:
         """Read the pending mini-batch losses back (the loop's one synchronisation)."""
         if not pending:
             return
@@ -373,7 +420,7 @@ class Trainer:
                 s.diverged_at = {"step": step, "epoch": step / self.steps_per_epoch}
                 return
             s.minibatch_losses.append(value)
-        progress.update(s.step, s.step / self.steps_per_epoch, values[-1], seconds)
+        progress.loss = values[-1]
 
     # -- the result ----------------------------------------------------------------------------
 
@@ -423,8 +470,9 @@ class Trainer:
                     "sizes": dict(self.splits.sizes),
                     "standard_sizes": dict(self.splits.standard_sizes),
                     "scaled": bool(self.splits.scaled),
+                    "fingerprint": self.context["data"],
                 },
-                "environment": environment(self.device),
+                "environment": {**environment(self.device), "dtype": self.context["dtype"]},
                 "steps": s.step,
                 "train_seconds": s.train_seconds,
                 "diverged_at": s.diverged_at,

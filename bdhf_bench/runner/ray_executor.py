@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .executors import WAIT_POLL, GridReport
+from .executors import WAIT_POLL, Eta, GridReport, measured
 from .loop import DEFAULT_DATA_DIR, Execution
 from .run import RunOutcome, run_one
 from .spec import RunSpec
@@ -88,17 +88,20 @@ def _task_device(requested: str | None) -> torch.device:
 
 def _ray_task(
     spec: RunSpec, root: str, execution: Execution, device: str | None
-) -> tuple[str, str | None, str | None]:
-    """One run inside a Ray worker; returns (status, result path, error). Errors of the run
-    itself come back as values; only a dying worker surfaces as a Ray exception."""
+) -> tuple[str, str | None, str | None, float]:
+    """One run inside a Ray worker; returns (status, result path, error, seconds). Errors of
+    the run itself come back as values; only a dying worker surfaces as a Ray exception."""
+    started = time.monotonic()
     try:
         execution = replace(execution, device=_task_device(device))
         out = run_one(spec, ResultStore(root), execution)
-        return out.status, str(out.path) if out.path else None, None
+        path = str(out.path) if out.path else None
+        return out.status, path, None, time.monotonic() - started
     except Exception as exc:  # reported to the driver, never fatal for the grid
         where = f"{socket.gethostname()} pid {os.getpid()}"
         trace = traceback.format_exc(limit=3)
-        return "failed", None, f"{type(exc).__name__}: {exc} (on {where})\n{trace}"
+        error = f"{type(exc).__name__}: {exc} (on {where})\n{trace}"
+        return "failed", None, error, time.monotonic() - started
 
 
 class RayExecutor:
@@ -226,9 +229,11 @@ class RayExecutor:
         execution = replace(
             self.execution,
             progress=False,
+            threads=self.execution.threads or 1,  # a task holds one CPU
             data_dir=Path(self.execution.data_dir or DEFAULT_DATA_DIR).resolve(),
         )
         report = GridReport(total=len(specs))
+        eta = Eta(specs, self._slots)
         outcomes: dict[int, RunOutcome] = {}
         crashes = [0] * len(specs)
         later: list[tuple[float, int]] = []  # (time, index): busy runs to submit again
@@ -239,7 +244,7 @@ class RayExecutor:
         def submit(i: int) -> None:
             pending[remote.remote(specs[i], root, execution, self.device)] = i
 
-        def settle(i: int, out: RunOutcome) -> None:
+        def settle(i: int, out: RunOutcome, seconds: float | None = None) -> None:
             outcomes[i] = out
             report.running = min(len(pending), self._slots)
             if out.status == "failed":
@@ -247,8 +252,8 @@ class RayExecutor:
                 self.echo(f"FAILED {out.spec.label()}: {(out.error or '').splitlines()[0]}")
             else:
                 report.done += 1
-            eta = self._eta(report, started)
-            self.echo(f"{out.status}: {out.spec.label()} | {report.line(eta)}")
+            eta.settle(out.spec, seconds)
+            self.echo(f"{out.status}: {out.spec.label()} | {report.line(eta.seconds())}")
 
         try:
             for i in range(len(specs)):
@@ -268,8 +273,7 @@ class RayExecutor:
                 if not ready:
                     if time.monotonic() - last_line >= self.heartbeat:
                         report.running = min(len(pending), self._slots)
-                        eta = self._eta(report, started)
-                        self.echo(f"in progress: {report.line(eta)}")
+                        self.echo(f"in progress: {report.line(eta.seconds())}")
                         last_line = time.monotonic()
                     continue
                 last_line = time.monotonic()
@@ -277,7 +281,7 @@ class RayExecutor:
                 i = pending.pop(ref)
                 spec = specs[i]
                 try:
-                    status, path, error = ray.get(ref)
+                    status, path, error, seconds = ray.get(ref)
                 except RayTaskError as exc:  # the task itself raised: retrying would not help
                     cause = getattr(exc, "cause", None) or exc
                     error = f"{type(cause).__name__}: {_first_line(cause)}"
@@ -300,7 +304,8 @@ class RayExecutor:
                 if status == "busy":
                     later.append((time.monotonic() + WAIT_POLL, i))
                     continue
-                settle(i, RunOutcome(spec, status, Path(path) if path else None, error=error))
+                out = RunOutcome(spec, status, Path(path) if path else None, error=error)
+                settle(i, out, measured(status, seconds))
         except BaseException:
             # Interrupted (Ctrl-C): stop the runs in flight; their locks die with their workers
             # and their checkpoints are resumed by the next invocation.
@@ -308,13 +313,6 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
             raise
         return [outcomes[i] for i in range(len(specs))]
-
-    @staticmethod
-    def _eta(report: GridReport, started: float) -> float | None:
-        finished = report.done + report.failed
-        if not finished:
-            return None
-        return (time.monotonic() - started) / finished * (report.total - finished)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,130 @@
+"""Threads are set and recorded; progress and time-based checkpoints never wait for the loss
+read-back; a slow step reports itself; the suite ETA comes from measured per-run times."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from runner_helpers import cli, load, result_files
+
+from bdhf_bench.optim import get_optimizer
+from bdhf_bench.runner import (
+    Budget,
+    Execution,
+    ResultStore,
+    RunOutcome,
+    RunSpec,
+    Trainer,
+    executors,
+)
+from bdhf_bench.runner import progress as progress_module
+from bdhf_bench.runner.executors import LocalExecutor
+
+
+def _cpu_model_from_proc() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    pytest.skip("no model name in /proc/cpuinfo")
+
+
+def _spec(lr: float = 1e-3, steps: int = 2, optimizer: str = "adam") -> RunSpec:
+    hps = get_optimizer(optimizer).resolve({"lr": lr} if optimizer == "adam" else {})
+    return RunSpec("tiny_mlp", optimizer, hps, 42, 50, Budget(steps=steps))
+
+
+def test_run_sets_and_records_threads_and_the_cpu(tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # what torch would use on its own; --threads 1 must win
+    try:
+        res = cli("run", "-p", "tiny_mlp", "-o", "adam", "--steps", "2", "--threads", "1",
+                  "--output-dir", str(tmp_path), "-q")  # fmt: skip
+        assert torch.get_num_threads() == 2  # restored after the run
+    finally:
+        torch.set_num_threads(before)
+    assert res.exit_code == 0, res.output
+    env = load(result_files(tmp_path)[0])["environment"]
+    assert env["threads"] == 1
+    assert env["cpu"] == _cpu_model_from_proc() == env["device_name"]
+
+
+def test_local_workers_default_to_one_thread_each(tmp_path, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)  # a big machine: 4 threads per worker before
+    executor = LocalExecutor(2, Execution(torch.device("cpu"), progress=False))
+    outcomes = executor.run([_spec(1e-3), _spec(1e-2)], ResultStore(tmp_path))
+    assert [o.status for o in outcomes] == ["finished", "finished"]
+    assert [load(o.path)["environment"]["threads"] for o in outcomes] == [1, 1]
+
+
+def test_progress_and_checkpoints_do_not_wait_for_the_loss_read_back(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(progress_module, "LOG_INTERVAL", 0.0)
+    store = ResultStore(tmp_path)
+    saved: list[int] = []
+    real_save = store.save_checkpoint
+
+    def save(spec, state):
+        saved.append(state["state"]["step"])
+        real_save(spec, state)
+
+    monkeypatch.setattr(store, "save_checkpoint", save)
+    # 10 steps, the loss read back every 25: before, a line and a checkpoint came only at the
+    # read-back at step 10.
+    execution = Execution(torch.device("cpu"), progress=True, checkpoint_every=0.0)
+    Trainer(_spec(steps=10), store, execution).run()
+    lines = capsys.readouterr().err.splitlines()
+    steps = [int(m.group(1)) for line in lines if (m := re.search(r": step (\d+)/10 ", line))]
+    assert steps[:9] == list(range(1, 10))
+    assert saved[:9] == list(range(1, 10))
+
+
+def test_a_slow_step_reports_itself_while_it_runs():
+    stream = io.StringIO()  # a log, not a terminal
+    progress = progress_module.Progress("p/o seed 1", 4, stream=stream, interval=0.1,
+                                        slow_after=0.2)  # fmt: skip
+    progress.begin_step(3)
+    time.sleep(0.7)
+    progress.end()
+    time.sleep(0.2)
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) >= 2 and all(
+        line.startswith("p/o seed 1: step 3/4 running for 0m0") for line in lines
+    )
+    # A fast step says nothing.
+    quiet = io.StringIO()
+    fast = progress_module.Progress("q", 4, stream=quiet, interval=0.1, slow_after=0.5)
+    fast.begin_step(1)
+    time.sleep(0.3)
+    fast.end()
+    fast.close()
+    assert quiet.getvalue() == ""
+
+
+def test_the_eta_uses_measured_per_run_times(tmp_path, monkeypatch):
+    # A skipped Adam run, a trained one of 10 s, then three HF runs of 100 s each. After the
+    # first HF run two are left: 200 s (from the elapsed time over every finished run it was
+    # 110/3*2 = 73 s; from the mean over all trained runs, 2 * 55 = 110 s).
+    cost = {1e-3: 0.0, 2e-3: 10.0}
+    clock = [0.0]
+
+    def fake_run(spec, store, execution):
+        skipped = spec.hyperparameters.get("lr") == 1e-3 and spec.optimizer == "adam"
+        clock[0] += cost[spec.hyperparameters["lr"]] if spec.optimizer == "adam" else 100.0
+        return RunOutcome(spec, "skipped" if skipped else "finished")
+
+    monkeypatch.setattr(executors, "run_one", fake_run)
+    lines: list[str] = []
+    executor = LocalExecutor(1, echo=lines.append)
+    executor.clock = lambda: clock[0]
+    specs = [_spec(1e-3, optimizer="adam"), _spec(2e-3, optimizer="adam")]
+    specs += [_spec(optimizer="hf") for _ in range(3)]
+    executor.run(specs, ResultStore(tmp_path))
+    etas = [re.search(r"ETA (\d+)m(\d+)s", line) for line in lines]
+    assert etas[0] is None  # nothing measured yet (a skipped run took no time)
+    # Before any HF run is measured, the mean of the trained runs stands in for it.
+    assert [int(m.group(1)) * 60 + int(m.group(2)) for m in etas[1:]] == [30, 200, 100, 0]

@@ -98,6 +98,60 @@ def _data_error(exc: Exception) -> click.ClickException:
     return click.ClickException(str(exc))
 
 
+def _existing_data_dir(ctx: click.Context, param: click.Parameter, value: Path | None):
+    """--data-dir must name an existing folder: a mistyped path must not grow folders (the
+    downloads would create it, anywhere, before failing)."""
+    if value is not None and not value.is_dir():
+        what = "is not a folder" if value.exists() else "does not exist"
+        raise BadInput(
+            f"data folder {value} {what}; create it, or leave out --data-dir to use ./data_deepobs"
+        )
+    return value
+
+
+def _data_dir_option(func):
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        callback=_existing_data_dir,
+        help="Folder with the data sets in DeepOBS's layout (default: ./data_deepobs).",
+    )(func)
+
+
+def _machine_options(func):
+    """--threads and --rerun, shared by ``run``, ``tune`` and ``leaderboard``."""
+    func = click.option(
+        "--rerun",
+        is_flag=True,
+        help="Redo runs finished before this command instead of reusing their results.",
+    )(func)
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        help="torch threads per run (default: torch's; 1 per worker with --workers > 1).",
+    )(func)
+
+
+def _rerun_before(rerun: bool) -> float | None:
+    import time
+
+    return time.time() if rerun else None
+
+
+def _preflight(
+    what: str, specs, data_dir: Path | None, device: torch.device | None, note: str = ""
+) -> None:
+    """Refuse, in one line and before anything is created, runs that cannot run here
+    (``note`` follows a device problem)."""
+    from .runner.preflight import device_problem, preflight
+
+    problems = preflight(specs, data_dir, device)
+    if problems and note and device is not None and device_problem(device):
+        problems[0] += note
+    if problems:
+        raise click.ClickException(f"{what} cannot start: {'; '.join(problems)}")
+
+
 def _executor_options(func):
     """--executor, --address and --emit-slurm, shared by ``tune`` and ``leaderboard``."""
     decorators = [
@@ -140,7 +194,14 @@ def _device_name(name: str | None) -> str | None:
 
 
 def _executor(
-    kind: str, address: str | None, workers: int, device: str | None, data_dir, quiet: bool
+    kind: str,
+    address: str | None,
+    workers: int,
+    device: str | None,
+    data_dir,
+    quiet: bool,
+    threads: int | None = None,
+    rerun: bool = False,
 ):
     """The executor for --executor: LocalExecutor, or a started RayExecutor (so that a missing
     Ray or an unreachable cluster fails before any run), closed with the command."""
@@ -152,13 +213,25 @@ def _executor(
         if address is not None:
             raise BadInput("--address is for --executor ray")
         progress = not quiet and workers == 1
-        execution = Execution(device=_device(device), data_dir=data_dir, progress=progress)
+        execution = Execution(
+            device=_device(device),
+            data_dir=data_dir,
+            progress=progress,
+            threads=threads,
+            rerun_before=_rerun_before(rerun),
+        )
         return LocalExecutor(workers, execution, echo=click.echo)
     from .runner.ray_executor import RayClusterError, RayExecutor, RayUnavailableError
 
     if workers != 1:
         raise BadInput("--workers is for --executor local; Ray runs as many as the cluster fits")
-    execution = Execution(device=torch.device("cpu"), data_dir=data_dir, progress=False)
+    execution = Execution(
+        device=torch.device("cpu"),
+        data_dir=data_dir,
+        progress=False,
+        threads=threads,
+        rerun_before=_rerun_before(rerun),
+    )
     executor = RayExecutor(execution, address, echo=click.echo, device=_device_name(device))
     try:
         executor.start()
@@ -250,11 +323,8 @@ def _run_options(func):
             show_default=True,
             help="Real data sets, or data generated from the seed with the real shapes.",
         ),
-        click.option(
-            "--data-dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Folder with the data sets in DeepOBS's layout (default: ./data_deepobs).",
-        ),
+        _data_dir_option,
+        _machine_options,
         click.option(
             "--output-dir",
             type=click.Path(file_okay=False, path_type=Path),
@@ -348,19 +418,21 @@ def run(
     device: str | None,
     data: str,
     data_dir: Path | None,
+    threads: int | None,
+    rerun: bool,
     output_dir: Path,
     quiet: bool,
 ) -> None:
     """Train one optimizer on one problem, one run per seed; results as DeepOBS JSON."""
     from .data import MissingDataError
     from .runner import Execution, RunSpec, run_one
+    from .runner.run import OtherContextError
 
     prob = _problem(problem)
     entry = _optimizer(optimizer)
     overrides = _hyperparameters(entry, hps)
     dev = _device(device)
     budget = _budget(prob, epochs, steps, time_budget)
-    store = _store(output_dir)
     specs = [
         RunSpec(
             problem=prob.name,
@@ -375,11 +447,19 @@ def run(
         )
         for seed in (seeds or (42,))
     ]
-    execution = Execution(device=dev, data_dir=data_dir, progress=not quiet)
+    _preflight("run", specs, data_dir, None)
+    store = _store(output_dir)
+    execution = Execution(
+        device=dev,
+        data_dir=data_dir,
+        progress=not quiet,
+        threads=threads,
+        rerun_before=_rerun_before(rerun),
+    )
     for spec in specs:
         try:
             out = run_one(spec, store, execution)
-        except MissingDataError as exc:
+        except (MissingDataError, OtherContextError) as exc:
             raise _data_error(exc) from None
         if out.status == "busy":
             click.echo(f"busy: {spec.label()} is running in another process; skipped")
@@ -439,6 +519,8 @@ def tune(
     device: str | None,
     data: str,
     data_dir: Path | None,
+    threads: int | None,
+    rerun: bool,
     output_dir: Path,
     quiet: bool,
 ) -> None:
@@ -474,7 +556,6 @@ def tune(
         )
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    store = _store(output_dir)
     plan = TunePlan(
         problem=prob,
         entry=entry,
@@ -497,7 +578,9 @@ def tune(
         ray = executor_kind != "local" or address is not None
         _emit_slurm(emit_slurm, specs, output_dir, device, data_dir, title, then, ray)
         return
-    executor = _executor(executor_kind, address, workers, device, data_dir, quiet)
+    _preflight("tune", plan.search_specs(), data_dir, None)
+    executor = _executor(executor_kind, address, workers, device, data_dir, quiet, threads, rerun)
+    store = _store(output_dir)
     click.echo(f"search: {len(settings)} settings of {entry.name} on {prob.name}")
     try:
         outcomes = executor.run(plan.search_specs(), store)
@@ -536,7 +619,7 @@ def tune(
     default="synthetic",
     show_default=True,
 )
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
+@_data_dir_option
 def overhead(
     problem: str,
     optimizers: tuple[str, ...],
@@ -580,12 +663,13 @@ def overhead(
     "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs at once."
 )
 @click.option("--device", help="cpu, cuda or cuda:N (default: the GPU when there is one).")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
+@_data_dir_option
 @click.option(
     "--results", type=click.Path(file_okay=False, path_type=Path), help="Override the folder."
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+@_machine_options
 @_executor_options
 def leaderboard(
     suite_name: str,
@@ -598,6 +682,8 @@ def leaderboard(
     results: Path | None,
     out: Path | None,
     quiet: bool,
+    threads: int | None,
+    rerun: bool,
 ) -> None:
     """Run a suite (resuming what exists) and regenerate its leaderboard report."""
     from .data import MissingDataError
@@ -611,7 +697,6 @@ def leaderboard(
         raise BadInput(str(exc)) from None
     results = results or suite.results
     out = out or suite.report
-    store = _store(results)
     if emit_slurm is not None:
         specs = suite.runs + [s for plan in suite.tunings for s in plan.search_specs()]
         then = (
@@ -622,7 +707,14 @@ def leaderboard(
         ray = executor_kind != "local" or address is not None
         _emit_slurm(emit_slurm, specs, results, device, data_dir, title, then, ray)
         return
-    executor = _executor(executor_kind, address, workers, device, data_dir, quiet)
+    specs = suite.runs + [s for plan in suite.tunings for s in plan.search_specs()]
+    local = executor_kind == "local"
+    device = device or suite.device
+    check = torch.device(device) if local and device is not None else None
+    note = f" (suite {suite.name} says device = {suite.device!r}; --device cpu runs it here)"
+    _preflight(f"suite {suite.name}", specs, data_dir, check, note if suite.device else "")
+    executor = _executor(executor_kind, address, workers, device, data_dir, quiet, threads, rerun)
+    store = _store(results)
     click.echo(f"suite {suite.name}: {suite.size()} runs -> {results}")
     try:
         outcomes = run_suite(suite, store, executor, echo=click.echo)
@@ -639,6 +731,94 @@ def leaderboard(
         click.echo(f"skipped {item.path}: {item.reason}")
     if failed:
         raise click.ClickException(f"{len(failed)} run(s) failed (see above)")
+
+
+def _data_options(func):
+    """-p/--problem, -s/--suite and --data-dir, shared by the ``data`` commands."""
+    func = _data_dir_option(func)
+    func = click.option(
+        "--suite", "-s", "suite_name", help="The data sets of a suite's runs on real data."
+    )(func)
+    return click.option(
+        "--problem", "-p", "problems", multiple=True, help="A problem's data set (repeatable)."
+    )(func)
+
+
+def _data_sets(problems: tuple[str, ...], suite_name: str | None) -> list[str]:
+    """The data sets named by -p/-s (all of them when neither is given)."""
+    from .runner.preflight import all_datasets, files_needed, needed
+
+    if not problems and suite_name is None:
+        return all_datasets()
+    names = set(needed([_problem(p).name for p in problems]))
+    if suite_name is not None:
+        from .runner.suite import SuiteError, load_suite
+
+        try:
+            suite = load_suite(suite_name)
+        except SuiteError as exc:
+            raise BadInput(str(exc)) from None
+        specs = suite.runs + [s for t in suite.tunings for s in t.search_specs()]
+        names.update(files_needed(specs))
+    return sorted(names)
+
+
+@main.group("data")
+def data_command() -> None:
+    """List, check and fetch the data sets that problems and suites read."""
+
+
+@data_command.command("list")
+@_data_options
+def data_list(problems: tuple[str, ...], suite_name: str | None, data_dir: Path | None) -> None:
+    """Each data set and where it stands here: generated, present, or missing (no network)."""
+    from .runner.preflight import status
+
+    for name in _data_sets(problems, suite_name):
+        click.echo(status(name, data_dir, ask=False).line())
+
+
+@data_command.command("check")
+@_data_options
+def data_check(problems: tuple[str, ...], suite_name: str | None, data_dir: Path | None) -> None:
+    """Like list, asking each missing data set's source whether it can be downloaded now;
+    exits 1 when one is missing and cannot be."""
+    from .runner.preflight import status
+
+    missing = []
+    for name in _data_sets(problems, suite_name):
+        state = status(name, data_dir)
+        click.echo(state.line())
+        if not state.ready:
+            missing.append(name)
+    if missing:
+        raise click.ClickException(f"missing and not downloadable now: {', '.join(missing)}")
+
+
+@data_command.command("fetch")
+@_data_options
+def data_fetch(problems: tuple[str, ...], suite_name: str | None, data_dir: Path | None) -> None:
+    """Download the missing files (checksums verified); exits 1 when one cannot be fetched."""
+    from .data import MissingDataError
+    from .data.files import read_raw
+    from .runner.context import DEFAULT_DATA_DIR
+    from .runner.preflight import status
+
+    failed = []
+    for name in _data_sets(problems, suite_name):
+        state = status(name, data_dir, ask=False)
+        if state.state != "missing":
+            click.echo(state.line())
+            continue
+        try:
+            read_raw(name, data_dir if data_dir is not None else DEFAULT_DATA_DIR)
+        except MissingDataError as exc:
+            failed.append(str(exc))
+            continue
+        click.echo(status(name, data_dir, ask=False).line())
+    if failed:
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise click.ClickException(f"cannot fetch {failed[0]}{more}")
 
 
 @main.command("run-spec", hidden=True)
@@ -658,7 +838,7 @@ def leaderboard(
 )
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--device", help="cpu, cuda or cuda:N (default: the GPU when there is one).")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
+@_data_dir_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def run_spec(
     specs_file: Path,

@@ -5,6 +5,9 @@ A suite file::
     description = "what it is for"
     results = "results/ci"            # results folder (relative to the working directory)
     report = "reports"                # where the leaderboard goes
+    device = "cuda"                   # optional: the device the suite is meant for (the
+                                      # leaderboard refuses to start without it; --device
+                                      # overrides)
 
     [defaults]                        # any experiment key; experiments override it
     data = "synthetic"
@@ -91,6 +94,8 @@ class Suite:
     description: str
     results: Path
     report: Path
+    device: str | None = None
+    """The device the suite is meant for ("cpu" or "cuda"), None: whatever is there."""
     runs: list[RunSpec] = field(default_factory=list)
     """Runs with fixed hyperparameters."""
     tunings: list[TunePlan] = field(default_factory=list)
@@ -105,7 +110,7 @@ def load_suite(name: str) -> Suite:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"suite {path} is not valid TOML: {exc}") from None
-    unknown = set(data) - {"description", "results", "report", "defaults", "experiment"}
+    unknown = set(data) - {"description", "results", "report", "device", "defaults", "experiment"}
     if unknown:
         raise SuiteError(f"suite {path}: unknown key(s) {sorted(unknown)}")
     experiments = data.get("experiment")
@@ -117,7 +122,10 @@ def load_suite(name: str) -> Suite:
         description=str(data.get("description", "")),
         results=Path(data.get("results", f"results/{path.stem}")),
         report=Path(data.get("report", f"reports/{path.stem}")),
+        device=data.get("device"),
     )
+    if suite.device not in (None, "cpu", "cuda"):
+        raise SuiteError(f'suite {path}: device must be "cpu" or "cuda", got {suite.device!r}')
     defaults = data.get("defaults", {})
     for i, raw in enumerate(experiments, 1):
         try:

@@ -100,7 +100,7 @@ def test_data_command_lists_checks_and_fetches(tmp_path, monkeypatch, offline):
     assert listed.exit_code == 0
     assert listed.output.splitlines() == [
         f"mnist      missing: {data / 'MNIST' / 'raw'}",
-        "tiny       generated (no files)",
+        "tiny       generated (no files: drawn or built from a package)",
     ]
     check = cli("data", "check", "-p", "mnist_mlp", "--data-dir", str(data))
     assert check.exit_code == 1

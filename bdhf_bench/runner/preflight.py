@@ -41,7 +41,7 @@ class DataStatus:
 
     def line(self) -> str:
         if self.state == "generated":
-            return f"{self.dataset:<10} generated (no files)"
+            return f"{self.dataset:<10} generated (no files: drawn or built from a package)"
         text = f"{self.dataset:<10} {self.state}: {self.where}"
         return f"{text} ({self.why})" if self.why else text
 

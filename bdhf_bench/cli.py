@@ -6,6 +6,7 @@ what was wrong and what is valid.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -715,6 +716,7 @@ def leaderboard(
     _preflight(f"suite {suite.name}", specs, data_dir, check, note if suite.device else "")
     executor = _executor(executor_kind, address, workers, device, data_dir, quiet, threads, rerun)
     store = _store(results)
+    started = time.monotonic()
     click.echo(f"suite {suite.name}: {suite.size()} runs -> {results}")
     try:
         outcomes = run_suite(suite, store, executor, echo=click.echo)
@@ -727,6 +729,8 @@ def leaderboard(
         raise click.ClickException(str(exc)) from None
     click.echo(f"leaderboard: {summary.leaderboard}")
     click.echo(f"html:        {summary.html}")
+    minutes, seconds = divmod(round(time.monotonic() - started), 60)
+    click.echo(f"elapsed:     {minutes}m{seconds:02d}s (runs and report)")
     for item in summary.skipped:
         click.echo(f"skipped {item.path}: {item.reason}")
     if failed:

@@ -11,11 +11,16 @@ from bdhf_bench.runner.suite import SuiteError, load_suite
 
 def test_shipped_suites_load():
     ci = load_suite("ci")
-    assert ci.size() == 18 and not ci.tunings
-    assert {(s.problem, s.optimizer) for s in ci.runs} == {
-        (p, o) for p in ("mnist_mlp", "mnist_autoencoder") for o in ("adam", "bdhf", "hf")
-    }
-    assert {s.data for s in ci.runs} == {"synthetic"} and {s.seed for s in ci.runs} == {42, 43, 44}
+    problems = ("mnist1d_mlp", "mnist1d_cnn", "mnist1d_lstm", "digits_autoencoder")
+    tuned = {(t.problem.name, t.entry.name) for t in ci.tunings}
+    fixed = {(s.problem, s.optimizer) for s in ci.runs}
+    # every optimizer on every problem, tuned except the LSTM's HF methods (fixed damping)
+    assert tuned | fixed == {(p, o) for p in problems for o in ("adam", "bdhf", "hf")}
+    assert fixed == {("mnist1d_lstm", "bdhf"), ("mnist1d_lstm", "hf")}
+    assert ci.size() == 60 and len(ci.runs) == 6
+    assert {s.data for s in ci.runs} == {"real"} == {t.data for t in ci.tunings}
+    assert {s.seed for s in ci.runs} == {42, 43, 44}
+    assert all(t.final_seeds == [42, 43, 44] for t in ci.tunings)
     small = load_suite("small")
     assert len(small.tunings) == 20 and all(len(t.final_seeds) == 10 for t in small.tunings)
     paper = load_suite("paper_cpu")

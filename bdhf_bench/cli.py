@@ -82,9 +82,17 @@ def _store(path: Path):
     from .runner import OutputFolderError, ResultStore
 
     try:
-        return ResultStore(path)
+        store = ResultStore(path)
     except OutputFolderError as exc:
         raise BadInput(str(exc)) from None
+    if store.moved:
+        click.echo(
+            f"{path}: moved {len(store.moved)} problem folder(s) of the older layout "
+            f"({', '.join(store.moved)}) into {store.deepobs_root}, the folder DeepOBS's "
+            "analyzer reads",
+            err=True,
+        )
+    return store
 
 
 def _budget(problem, epochs: int | None, steps: int | None, seconds: float | None):

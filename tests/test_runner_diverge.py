@@ -38,7 +38,7 @@ def test_divergence_stops_the_run_and_files_it_apart(tmp_path):
     assert all(math.isfinite(v) for v in r["minibatch_train_losses"])
     assert len(r["minibatch_train_losses"]) <= at
     # No finished-run folder was written for it: DeepOBS's analyzer never sees it.
-    assert not (tmp_path / "quadratic_deep").exists()
+    assert not (tmp_path / "deepobs").exists()
 
 
 def test_hf_never_corrupts_parameters_but_a_bad_start_is_reported(tmp_path):

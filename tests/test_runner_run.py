@@ -1,4 +1,4 @@
-"""`bdhf-bench run` end to end: result files, keys and values, skipping, DeepOBS's analyzer."""
+"""`bdhf-bench run` end to end: result files, keys and values, skipping finished runs."""
 
 from __future__ import annotations
 
@@ -109,43 +109,3 @@ def test_run_as_a_subprocess(tmp_path):
     assert "finished: tiny_mlp / sgd" in stdout
     (path,) = result_files(tmp_path)
     assert load(path)["steps"] == 5
-
-
-def test_deepobs_analyzer_reads_our_results(tmp_path):
-    from deepobs import analyzer
-
-    # The analyzer only knows DeepOBS's own problem names.
-    for lr in ("0.01", "0.1"):
-        for seed in ("1", "2"):
-            res = cli(
-                "run",
-                "-p",
-                "mnist_logreg",
-                "-o",
-                "sgd",
-                "--hp",
-                f"lr={lr}",
-                "--seed",
-                seed,
-                "--epochs",
-                "2",
-                "--data",
-                "synthetic",
-                "--output-dir",
-                str(tmp_path),
-                "-q",
-            )
-            assert res.exit_code == 0
-    perf = analyzer.get_performance_dictionary(
-        str(tmp_path / "mnist_logreg" / "sgd"), mode="final", metric="test_accuracies"
-    )
-    ours = [load(p) for p in result_files(tmp_path)]
-    best = max(
-        {r["optimizer_hyperparams"]["lr"]: [] for r in ours},
-        key=lambda lr: sum(
-            r["test_accuracies"][-1] for r in ours if r["optimizer_hyperparams"]["lr"] == lr
-        ),
-    )
-    assert perf["Hyperparameters"]["lr"] == best
-    expected = [r["test_accuracies"][-1] for r in ours if r["optimizer_hyperparams"]["lr"] == best]
-    assert perf["Performance"] == pytest.approx(sum(expected) / len(expected))

@@ -1,5 +1,9 @@
 """The results folder: result files, checkpoints, locks and finished-records, all crash-safe.
 
+- Finished runs go to ``deepobs/``, a tree that holds nothing but DeepOBS's
+  ``<problem>/<optimizer>/<setting>/*.json``, so that DeepOBS's analyzer can be pointed at it
+  whole; diverged runs go to ``_diverged/`` and the bookkeeping below to ``_runs/``, both beside
+  it. A folder in the older layout (problem folders at the top) is moved into ``deepobs/`` once.
 - Every file is written to a temporary name in the same folder, flushed, and renamed over the
   target, so a reader (or a crash) never sees half a file.
 - A run's lock is an ``fcntl.flock`` on ``_runs/<id>.lock``: the kernel releases it when the
@@ -28,8 +32,12 @@ import torch
 
 from .spec import RunSpec
 
+DEEPOBS = "deepobs"
+"""The DeepOBS tree: finished runs only, in DeepOBS's layout."""
 RUNS = "_runs"
 DIVERGED = "_diverged"
+LAYOUT_LOCK = ".layout.lock"
+"""In ``_runs/``: held while a folder in the older layout is moved into ``deepobs/``."""
 
 
 class OutputFolderError(ValueError):
@@ -49,7 +57,9 @@ def _fsync_dir(path: Path) -> None:
 def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     """Write ``path`` through a temporary file renamed into place only on success."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The temporary name never contains ".json": DeepOBS's analyzer takes any name containing it
+    # for a finished run, and may list a setting folder while a result is being written.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -88,19 +98,86 @@ class RunLock:
         self.release()
 
 
+def _is_problem_folder(path: Path) -> bool:
+    """A DeepOBS problem folder of the older layout: ``<problem>/<optimizer>/num_epochs__*/``."""
+    return path.is_dir() and any(path.glob("*/num_epochs*/"))
+
+
+def _merge_into(source: Path, target: Path) -> None:
+    """Move ``source`` to ``target``, merging folders; a file never replaces one already there
+    (it stays behind, and is still read by the report)."""
+    if not target.exists():
+        os.rename(source, target)
+        return
+    if source.is_dir() and target.is_dir():
+        for child in sorted(source.iterdir()):
+            _merge_into(child, target / child.name)
+        with contextlib.suppress(OSError):
+            source.rmdir()
+
+
+def move_legacy_layout(root: Path) -> list[str]:
+    """Move the problem folders of the older layout (beside ``_runs/`` at the top of the results
+    folder) into ``deepobs/``; the names moved. Safe when several processes start at once."""
+    candidates = [
+        p
+        for p in root.iterdir()
+        if p.name not in (DEEPOBS, RUNS, DIVERGED) and _is_problem_folder(p)
+    ]
+    if not candidates:
+        return []
+    with open(root / RUNS / LAYOUT_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        moved = []
+        for path in candidates:
+            if path.exists():  # another process may have moved it while this one waited
+                (root / DEEPOBS).mkdir(exist_ok=True)
+                _merge_into(path, root / DEEPOBS / path.name)
+                moved.append(path.name)
+        _fsync_dir(root)
+    return moved
+
+
+def _existing_result(root: Path, record: Any) -> str | None:
+    """The result file a finished-record names, relative to ``root``, when it is there; a record
+    of the older layout names it without ``deepobs/``, where it was moved."""
+    relative = record.get("result") if isinstance(record, dict) else None
+    if not isinstance(relative, str) or not relative:
+        return None
+    for candidate in (relative, f"{DEEPOBS}/{relative}"):
+        if (root / candidate).is_file():
+            return candidate
+    return None
+
+
 class ResultStore:
-    """A results folder in DeepOBS's layout plus our bookkeeping (see docs/results.md)."""
+    """A results folder: the DeepOBS tree plus our bookkeeping (see docs/results.md).
+
+    ``moved`` lists the problem folders of an older-layout folder that opening it moved into
+    ``deepobs/`` (empty for a folder already in this layout).
+    """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        if self.root.name == DEEPOBS and (self.root.parent / RUNS).is_dir():
+            raise OutputFolderError(
+                f"{self.root} is the DeepOBS tree inside the results folder {self.root.parent}; "
+                f"use {self.root.parent} as the results folder"
+            )
         try:
             (self.root / RUNS).mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=self.root / RUNS, prefix=".probe."):
                 pass
+            self.moved = move_legacy_layout(self.root)
         except OSError as exc:
             raise OutputFolderError(
                 f"cannot write to the output folder {self.root}: {exc.strerror or exc}"
             ) from None
+
+    @property
+    def deepobs_root(self) -> Path:
+        """The folder to give DeepOBS's analyzer: finished runs only, in DeepOBS's layout."""
+        return self.root / DEEPOBS
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -111,7 +188,7 @@ class ResultStore:
         return self._runs(spec.run_id, ".ckpt")
 
     def result_dir(self, spec: RunSpec, setting: str, diverged: bool) -> Path:
-        base = self.root / DIVERGED if diverged else self.root
+        base = self.root / DIVERGED if diverged else self.deepobs_root
         return base / spec.problem / spec.optimizer / setting
 
     # -- finished runs ---------------------------------------------------------------------------
@@ -125,9 +202,10 @@ class ResultStore:
             written = path.stat().st_mtime
         except (OSError, ValueError):
             return None
-        if not isinstance(data, dict) or not (self.root / data.get("result", "")).is_file():
+        relative = _existing_result(self.root, data)
+        if relative is None:
             return None
-        return {**data, "written": written}
+        return {**data, "result": relative, "written": written}
 
     def finished(self, spec: RunSpec) -> Path | None:
         """The result file of a finished run, or None."""

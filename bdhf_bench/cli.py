@@ -6,6 +6,7 @@ what was wrong and what is valid.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ import torch
 
 from . import __version__
 from .benchmarks import commands as benchmark_commands
+from .data import CorruptDataError, MissingDataError
+from .runner.spec import MAX_SEED, RunInputError
 
 
 class BadInput(click.ClickException):
@@ -48,7 +51,13 @@ def _hyperparameters(entry, pairs: Sequence[str]) -> dict[str, Any]:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             raise BadInput(f"--hp takes name=value, got {pair!r}")
-        overrides[name.strip()] = value.strip()
+        name = name.strip()
+        if name in overrides:
+            raise BadInput(
+                f"--hp {name} given twice ({overrides[name]!r} and {value.strip()!r}); "
+                "give each hyperparameter once"
+            )
+        overrides[name] = value.strip()
     try:
         entry.resolve(overrides)
     except ValueError as exc:
@@ -100,11 +109,39 @@ def _budget(problem, epochs: int | None, steps: int | None, seconds: float | Non
 
     if epochs is None and steps is None and seconds is None:
         epochs = problem.num_epochs
-    return Budget(epochs=epochs, steps=steps, seconds=seconds)
+    try:
+        return Budget(epochs=epochs, steps=steps, seconds=seconds)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
-def _data_error(exc: Exception) -> click.ClickException:
-    return click.ClickException(str(exc))
+def _seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    """--seed values, each once."""
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise BadInput(f"--seed {repeated[0]} given twice; give each seed once")
+    return tuple(seeds)
+
+
+def _run_error(exc: Exception) -> click.ClickException:
+    """A run that could not start: a missing data set offline exits 1 (the input was fine), a
+    corrupt data file or an impossible setting exits 2."""
+    from .runner.run import OtherContextError
+
+    if isinstance(exc, MissingDataError | OtherContextError):
+        return click.ClickException(str(exc))
+    assert isinstance(exc, CorruptDataError | RunInputError)
+    return BadInput(str(exc))
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option that refuses nan and inf (which Click's FloatRange lets through)."""
+
+    def convert(self, value: Any, param, ctx) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def _existing_data_dir(ctx: click.Context, param: click.Parameter, value: Path | None):
@@ -311,7 +348,7 @@ def _run_options(func):
         click.option("--steps", type=click.IntRange(min=1), help="Budget in optimizer steps."),
         click.option(
             "--time-budget",
-            type=click.FloatRange(min=0, min_open=True),
+            type=FiniteFloat(min=0, min_open=True),
             help="Budget in seconds of training time (evaluations excluded).",
         ),
         click.option(
@@ -321,7 +358,7 @@ def _run_options(func):
         ),
         click.option(
             "--weight-decay",
-            type=click.FloatRange(min=0),
+            type=FiniteFloat(min=0),
             help="L2 factor (default: the problem's, as DeepOBS).",
         ),
         click.option("--device", help="cpu, cuda or cuda:N (default: the GPU when there is one)."),
@@ -408,7 +445,11 @@ def _outcome_line(out) -> str:
 @_run_options
 @click.option("--optimizer", "-o", default="bdhf", show_default=True, help="Optimizer name.")
 @click.option(
-    "--seed", "seeds", type=int, multiple=True, help="Random seed (repeatable; default 42)."
+    "--seed",
+    "seeds",
+    type=click.IntRange(0, MAX_SEED),
+    multiple=True,
+    help="Random seed (repeatable; default 42).",
 )
 @click.option(
     "--hp", "hps", multiple=True, metavar="NAME=VALUE", help="Hyperparameter (repeatable)."
@@ -433,13 +474,13 @@ def run(
     quiet: bool,
 ) -> None:
     """Train one optimizer on one problem, one run per seed; results as DeepOBS JSON."""
-    from .data import MissingDataError
     from .runner import Execution, RunSpec, run_one
     from .runner.run import OtherContextError
 
     prob = _problem(problem)
     entry = _optimizer(optimizer)
     overrides = _hyperparameters(entry, hps)
+    seeds = _seeds(seeds)
     dev = _device(device)
     budget = _budget(prob, epochs, steps, time_budget)
     specs = [
@@ -468,8 +509,8 @@ def run(
     for spec in specs:
         try:
             out = run_one(spec, store, execution)
-        except (MissingDataError, OtherContextError) as exc:
-            raise _data_error(exc) from None
+        except (MissingDataError, CorruptDataError, RunInputError, OtherContextError) as exc:
+            raise _run_error(exc) from None
         if out.status == "busy":
             click.echo(f"busy: {spec.label()} is running in another process; skipped")
             continue
@@ -490,9 +531,19 @@ def run(
     type=click.IntRange(min=1),
     help="Random search with this many trials over the grid's range instead of the grid.",
 )
-@click.option("--search-seed", type=int, default=0, show_default=True, help="Random search seed.")
 @click.option(
-    "--tuning-seed", type=int, default=42, show_default=True, help="Seed of the search runs."
+    "--search-seed",
+    type=click.IntRange(0, MAX_SEED),
+    default=0,
+    show_default=True,
+    help="Random search seed.",
+)
+@click.option(
+    "--tuning-seed",
+    type=click.IntRange(0, MAX_SEED),
+    default=42,
+    show_default=True,
+    help="Seed of the search runs.",
 )
 @click.option(
     "--final-seeds",
@@ -535,7 +586,6 @@ def tune(
 ) -> None:
     """Tune an optimizer on a problem (DeepOBS protocol): search on one seed, select on the
     validation metric, rerun the best setting with more seeds."""
-    from .data import MissingDataError
     from .runner.tune import (
         GridFileError,
         TunePlan,
@@ -547,6 +597,11 @@ def tune(
     prob = _problem(problem)
     entry = _optimizer(optimizer)
     fixed = _hyperparameters(entry, hps)
+    if final_seeds and tuning_seed + final_seeds - 1 > MAX_SEED:
+        raise BadInput(
+            f"--final-seeds {final_seeds} from --tuning-seed {tuning_seed} passes the largest "
+            f"seed, {MAX_SEED}; give a smaller tuning seed or fewer final seeds"
+        )
     if grid_file is not None:
         try:
             grid, file_fixed = load_grid_file(grid_file, entry)
@@ -593,8 +648,8 @@ def tune(
     click.echo(f"search: {len(settings)} settings of {entry.name} on {prob.name}")
     try:
         outcomes = executor.run(plan.search_specs(), store)
-    except MissingDataError as exc:
-        raise _data_error(exc) from None
+    except (MissingDataError, CorruptDataError, RunInputError) as exc:
+        raise _run_error(exc) from None
     best, score = plan.select(outcomes)
     metric = "valid accuracy" if prob.correct is not None else "valid loss"
     shown = score if prob.correct is not None else -score
@@ -640,7 +695,6 @@ def overhead(
     data_dir: Path | None,
 ) -> None:
     """Per-step time of each optimizer relative to Adam, with its pass counts."""
-    from .data import MissingDataError
     from .optim import optimizer_names
     from .runner.overhead import format_rows, measure_overhead
 
@@ -660,8 +714,8 @@ def overhead(
             steps=steps,
             warmup=warmup,
         )
-    except MissingDataError as exc:
-        raise _data_error(exc) from None
+    except (MissingDataError, CorruptDataError, RunInputError) as exc:
+        raise _run_error(exc) from None
     click.echo(f"{prob.name}, batch {batch_size or prob.batch_size}, {dev}, {steps} steps")
     click.echo(format_rows(rows))
 
@@ -695,7 +749,6 @@ def leaderboard(
     rerun: bool,
 ) -> None:
     """Run a suite (resuming what exists) and regenerate its leaderboard report."""
-    from .data import MissingDataError
     from .report.baselines import default_baselines_path
     from .report.build import ReportInputError, build_report
     from .runner.suite import SuiteError, load_suite, run_suite
@@ -728,8 +781,8 @@ def leaderboard(
     click.echo(f"suite {suite.name}: {suite.size()} runs -> {results}")
     try:
         outcomes = run_suite(suite, store, executor, echo=click.echo)
-    except MissingDataError as exc:
-        raise _data_error(exc) from None
+    except (MissingDataError, CorruptDataError, RunInputError) as exc:
+        raise _run_error(exc) from None
     failed = [o for o in outcomes if o.status == "failed"]
     try:
         summary = build_report([results], out, baselines=default_baselines_path())
@@ -862,7 +915,6 @@ def run_spec(
 ) -> None:
     """Plumbing for SLURM array tasks: run spec INDEX of a spec file (skipped when finished,
     resumed from its checkpoint, waited for while another process holds it)."""
-    from .data import MissingDataError
     from .runner import Execution
     from .runner.slurm import SpecFileError, load_spec, run_until_done
 
@@ -873,8 +925,8 @@ def run_spec(
     execution = Execution(device=_device(device), data_dir=data_dir, progress=not quiet)
     try:
         out = run_until_done(spec, _store(output_dir), execution, echo=click.echo)
-    except MissingDataError as exc:
-        raise _data_error(exc) from None
+    except (MissingDataError, CorruptDataError, RunInputError) as exc:
+        raise _run_error(exc) from None
     click.echo(_outcome_line(out))
 
 

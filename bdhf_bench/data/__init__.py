@@ -8,7 +8,7 @@ four splits on the run's device; ``train_stream`` makes the shuffled, augmented 
 from __future__ import annotations
 
 from .augment import Augmentation, augmentation_for
-from .download import MissingDataError
+from .download import CorruptDataError, MissingDataError
 from .identity import data_identity
 from .specs import SPECS, DatasetSpec, dataset_names, get_spec
 from .splits import SOURCES, SPLIT_NAMES, DataSplits, load_splits
@@ -32,6 +32,7 @@ __all__ = [
     "SPLIT_NAMES",
     "Augmentation",
     "BatchStream",
+    "CorruptDataError",
     "DataSplits",
     "DatasetSpec",
     "MissingDataError",

@@ -73,9 +73,3 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             f"{labels.shape}"
         )
     return data.reshape(-1, 3, 32, 32), labels
-
-
-def read_cifar_batches(folder: str | Path, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Several batch files concatenated in the given order."""
-    parts = [read_cifar_batch(Path(folder) / name) for name in names]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

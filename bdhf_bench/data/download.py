@@ -29,6 +29,11 @@ class MissingDataError(FileNotFoundError):
     """A data set's files are absent and could not be downloaded."""
 
 
+class CorruptDataError(ValueError):
+    """A data set's file is there but truncated or corrupt (one line naming it). Such a file is
+    never downloaded over: the user deletes or replaces it."""
+
+
 def _urlopen(url: str, timeout: float) -> IO[bytes]:
     """The one place that touches the network (tests replace it)."""
     return urllib.request.urlopen(url, timeout=timeout)

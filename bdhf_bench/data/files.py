@@ -9,7 +9,9 @@ The layout is torchvision's, which DeepOBS 1.2 uses, so an existing ``data_deepo
 - SVHN: ``<data_dir>/{train,test}_32x32.mat``
 
 MNIST-style files are also found directly in ``<data_dir>`` (a plain folder of IDX files). Missing
-files are downloaded from torchvision's sources and checked against torchvision's MD5 values.
+files are downloaded from torchvision's sources and checked against torchvision's MD5 values. A
+file that is there but cannot be read (truncated, corrupt, or a download archive whose MD5 is
+wrong) raises ``CorruptDataError`` naming it, and is never downloaded over.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .cifar import CIFAR10_TEST, CIFAR10_TRAIN, CIFAR100_TEST, CIFAR100_TRAIN, read_cifar_batches
-from .download import MissingDataError, extract_members, fetch, gunzip, md5_of
+from .cifar import CIFAR10_TEST, CIFAR10_TRAIN, CIFAR100_TEST, CIFAR100_TRAIN, read_cifar_batch
+from .download import CorruptDataError, MissingDataError, extract_members, fetch, gunzip, md5_of
 from .idx import read_idx
 from .svhn import read_svhn_mat
 
@@ -97,6 +100,37 @@ def _missing(dataset: str, folder: Path, files: tuple[str, ...], why: str) -> Mi
     )
 
 
+def _read_file(dataset: str, path: Path, reader: Callable[[Path], Any]) -> Any:
+    """``reader(path)``, with any failure turned into one line naming the file (the readers
+    below it, gzip, pickle and scipy's MATLAB reader, raise a zoo of types for damaged input)."""
+    try:
+        return reader(path)
+    except FileNotFoundError:
+        raise
+    except (PermissionError, IsADirectoryError) as err:
+        raise CorruptDataError(f"{dataset}: cannot read {path}: {err.strerror}") from None
+    except Exception as err:
+        reason = " ".join(str(err).replace(str(path), "").strip(" :").split())
+        raise CorruptDataError(
+            f"{dataset}: {path} is truncated or corrupt ({reason or type(err).__name__}); "
+            "delete it to download it again, or replace it"
+        ) from None
+
+
+def _check_archive(dataset: str, path: Path, md5: str) -> bool:
+    """Whether a downloaded file is already there and intact; one with another MD5 is refused
+    rather than downloaded over."""
+    if not path.is_file():
+        return False
+    actual = md5_of(path)
+    if actual != md5:
+        raise CorruptDataError(
+            f"{dataset}: {path} is truncated or corrupt (md5 {actual}, expected {md5}); "
+            "delete it to download it again"
+        )
+    return True
+
+
 def _find_idx(folders: list[Path]) -> list[Path] | None:
     """The four MNIST files (plain or .gz) in the first folder that holds all of them."""
     for folder in folders:
@@ -122,13 +156,19 @@ def _read_mnist(dataset: str, data_dir: Path, download: bool) -> RawData:
             for name, md5 in zip(_MNIST_NAMES, md5s):
                 if not (folder / name).is_file():
                     gz = folder / f"{name}.gz"
-                    if not (gz.is_file() and md5_of(gz) == md5):
+                    if not _check_archive(dataset, gz, md5):
                         fetch([m + name + ".gz" for m in mirrors], gz, md5)
                     gunzip(gz, folder / name)
         except OSError as err:
             raise _missing(dataset, folder, _MNIST_NAMES, f"download failed: {err}") from None
         paths = [folder / name for name in _MNIST_NAMES]
-    tx, ty, vx, vy = (read_idx(p) for p in paths)
+    tx, ty, vx, vy = (_read_file(dataset, p, read_idx) for p in paths)
+    for (x, y), names in (((tx, ty), paths[:2]), ((vx, vy), paths[2:])):
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise CorruptDataError(
+                f"{dataset}: {names[0]} and {names[1]} do not match (images {x.shape}, "
+                f"labels {y.shape}); replace them"
+            )
     return RawData(tx[:, None], ty.astype(np.int64), vx[:, None], vy.astype(np.int64))
 
 
@@ -141,14 +181,19 @@ def _read_cifar(dataset: str, data_dir: Path, download: bool) -> RawData:
             raise _missing(dataset, folder, names, "downloading is disabled")
         archive = data_dir / url.rsplit("/", 1)[1]
         try:
-            if not (archive.is_file() and md5_of(archive) == md5):
+            if not _check_archive(dataset, archive, md5):
                 fetch([url], archive, md5)
             extract_members(archive, folder, names + extra)
         except (OSError, KeyError) as err:
             raise _missing(dataset, folder, names, f"download failed: {err}") from None
-    tx, ty = read_cifar_batches(folder, train)
-    vx, vy = read_cifar_batches(folder, test)
+    tx, ty = _batches(dataset, folder, train)
+    vx, vy = _batches(dataset, folder, test)
     return RawData(tx, ty, vx, vy)
+
+
+def _batches(dataset: str, folder: Path, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    parts = [_read_file(dataset, folder / name, read_cifar_batch) for name in names]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def _read_svhn(dataset: str, data_dir: Path, download: bool) -> RawData:
@@ -162,8 +207,8 @@ def _read_svhn(dataset: str, data_dir: Path, download: bool) -> RawData:
                 fetch([_SVHN_URL + name], data_dir / name, _SVHN_FILES[name])
         except OSError as err:
             raise _missing(dataset, data_dir, names, f"download failed: {err}") from None
-    tx, ty = read_svhn_mat(data_dir / "train_32x32.mat")
-    vx, vy = read_svhn_mat(data_dir / "test_32x32.mat")
+    tx, ty = _read_file(dataset, data_dir / "train_32x32.mat", read_svhn_mat)
+    vx, vy = _read_file(dataset, data_dir / "test_32x32.mat", read_svhn_mat)
     return RawData(tx, ty, vx, vy)
 
 

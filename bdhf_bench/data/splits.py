@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .download import CorruptDataError
 from .files import RawData, file_set, read_raw
 from .packaged import PACKAGED_DATASETS, read_packaged
 from .preprocess import to_inputs
@@ -149,6 +150,26 @@ def _quadratic_splits(
     )
 
 
+def _check_real(spec: DatasetSpec, raw: RawData, data_dir: Path) -> None:
+    """Files that read but cannot be what they claim: too few examples, labels out of range."""
+    n_train, n_test = len(raw.train_x), len(raw.test_x)
+    if n_train < 2 or n_test < 1:
+        raise CorruptDataError(
+            f"{spec.name}: the files in {data_dir} hold {n_train} training and {n_test} test "
+            "examples, too few to split (truncated?); replace them"
+        )
+    for labels in (raw.train_y, raw.test_y):
+        if (
+            spec.num_classes
+            and len(labels)
+            and not 0 <= labels.min() <= labels.max() < spec.num_classes
+        ):
+            raise CorruptDataError(
+                f"{spec.name}: the files in {data_dir} hold labels {labels.min()}..{labels.max()}, "
+                f"outside 0..{spec.num_classes - 1} (corrupt); replace them"
+            )
+
+
 def load_splits(
     dataset: str,
     *,
@@ -176,6 +197,8 @@ def load_splits(
     if dataset == "quadratic":
         return _quadratic_splits(source, seed, synthetic_sizes, device)
     raw = raw_arrays(dataset, source, Path(data_dir), seed, synthetic_sizes, download)
+    if source == "real":
+        _check_real(spec, raw, Path(data_dir))
     sizes, scaled = carve_sizes(spec, len(raw.train_x), len(raw.test_x))
     if scaled and source == "real":
         warnings.warn(

@@ -14,7 +14,10 @@ import scipy.io
 
 def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 3, 32, 32) uint8 and labels (N,) int64 from one SVHN .mat file."""
-    mat = scipy.io.loadmat(str(path))
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except scipy.io.matlab.MatReadError as err:
+        raise ValueError(f"{path}: not a MATLAB file ({err})") from None
     if "X" not in mat or "y" not in mat:
         raise ValueError(f"{path}: not an SVHN file (needs variables X and y)")
     x = np.asarray(mat["X"], dtype=np.uint8)

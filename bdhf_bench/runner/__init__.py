@@ -3,14 +3,16 @@
 from .environment import default_device
 from .loop import Execution, Trainer
 from .run import RunOutcome, run_one
-from .spec import Budget, RunSpec
+from .spec import MAX_SEED, Budget, RunInputError, RunSpec
 from .store import OutputFolderError, ResultStore
 
 __all__ = [
+    "MAX_SEED",
     "Budget",
     "Execution",
     "OutputFolderError",
     "ResultStore",
+    "RunInputError",
     "RunOutcome",
     "RunSpec",
     "Trainer",

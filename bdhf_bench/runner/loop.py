@@ -32,7 +32,7 @@ from .cost import CostModel, measure_cost
 from .environment import environment
 from .evaluation import evaluate_split
 from .progress import Progress
-from .spec import RunSpec, setting_folder
+from .spec import RunInputError, RunSpec, setting_folder
 from .store import ResultStore
 
 SCHEMA_VERSION = 1
@@ -162,15 +162,15 @@ class Trainer:
         self.optimizer = self.entry.build(self.model, self.hps)
         wd = problem.weight_decay if spec.weight_decay is None else spec.weight_decay
         self.l2 = problem.l2_coefficients(self.model, wd)
+        if spec.batch_size > self.splits.sizes["train"]:
+            raise RunInputError(
+                f"batch size {spec.batch_size} is larger than the training split of "
+                f"{spec.problem} ({self.splits.sizes['train']} examples); give a smaller one"
+            )
         self.stream = train_stream(
             self.splits, spec.batch_size, seed=spec.seed, augment=problem.augment
         )
         self.steps_per_epoch = self.stream.batches_per_epoch
-        if self.steps_per_epoch < 1:
-            raise ValueError(
-                f"batch size {spec.batch_size} is larger than the training split "
-                f"({self.splits.sizes['train']} examples)"
-            )
         torch.manual_seed(spec.seed)
         self.hf = isinstance(self.optimizer, BlockDiagonalHF)
         self.state = TrainState()

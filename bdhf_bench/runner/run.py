@@ -64,14 +64,14 @@ def run_one(spec: RunSpec, store: ResultStore, execution: Execution) -> RunOutco
     context = run_context(spec, execution.device, execution.data_dir)
     existing = _reusable(spec, store, context, execution)
     if existing is not None:
-        return RunOutcome(spec, "skipped", existing, json.loads(existing.read_text()))
+        return RunOutcome(spec, "skipped", existing, store.load_result(spec))
     lock = store.try_lock(spec)
     if lock is None:
         return RunOutcome(spec, "busy")
     with lock:
         existing = _reusable(spec, store, context, execution)
         if existing is not None:
-            return RunOutcome(spec, "skipped", existing, json.loads(existing.read_text()))
+            return RunOutcome(spec, "skipped", existing, store.load_result(spec))
         store.forget(spec)  # a result to redo goes before its replacement is trained
         with torch_threads(execution.threads):
             trainer = Trainer(spec, store, execution, context)

@@ -16,6 +16,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 DATA_SOURCES = ("real", "synthetic")
+MAX_SEED = 2**32 - 1
+"""Seeds are 0 .. 2**32 - 1, the range of numpy's seeds (which DeepOBS's runner uses)."""
+
+
+class RunInputError(ValueError):
+    """A run that cannot start with what it was given (one line saying what and what is valid)."""
 
 
 @dataclass(frozen=True)
@@ -32,12 +38,17 @@ class Budget:
             raise ValueError("a budget needs epochs, steps or seconds")
         for name in ("epochs", "steps"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
                 raise ValueError(f"budget {name} must be a positive integer, got {value!r}")
-        if self.seconds is not None and not (self.seconds > 0 and math.isfinite(self.seconds)):
-            raise ValueError(
-                f"time budget must be a positive number of seconds, got {self.seconds}"
-            )
+        seconds = self.seconds
+        if seconds is not None and (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not (seconds > 0 and math.isfinite(seconds))
+        ):
+            raise ValueError(f"time budget must be a positive number of seconds, got {seconds!r}")
 
 
 @dataclass(frozen=True)
@@ -61,12 +72,27 @@ class RunSpec:
     def __post_init__(self) -> None:
         if self.data not in DATA_SOURCES:
             raise ValueError(f"data must be one of {DATA_SOURCES}, got {self.data!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
+            raise ValueError(f"batch size must be an integer, got {self.batch_size!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be positive, got {self.batch_size}")
-        if self.eval_every is not None and self.eval_every < 1:
+        if self.eval_every is not None and (
+            isinstance(self.eval_every, bool)
+            or not isinstance(self.eval_every, int)
+            or self.eval_every < 1
+        ):
             raise ValueError(
-                f"eval_every must be a positive number of steps, got {self.eval_every}"
+                f"eval_every must be a positive number of steps, got {self.eval_every!r}"
             )
+        wd = self.weight_decay
+        if wd is not None and (
+            isinstance(wd, bool) or not isinstance(wd, int | float) or not 0 <= wd < math.inf
+        ):
+            raise ValueError(f"weight decay must be a finite number >= 0, got {wd!r}")
 
     def identity(self) -> dict[str, Any]:
         out = asdict(self)

@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import json
 import os
+import pickle
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from typing import IO, Any
 
 import torch
 
-from .spec import RunSpec
+from .spec import RunInputError, RunSpec
 
 DEEPOBS = "deepobs"
 """The DeepOBS tree: finished runs only, in DeepOBS's layout."""
@@ -252,8 +253,21 @@ class ResultStore:
         return path
 
     def load_result(self, spec: RunSpec) -> dict[str, Any] | None:
+        """The result of a finished run, or None; a result file that is not a JSON object is a
+        ``RunInputError`` naming it (it was changed after it was written)."""
         path = self.finished(spec)
-        return None if path is None else json.loads(path.read_text())
+        if path is None:
+            return None
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            result = exc
+        if not isinstance(result, dict):
+            raise RunInputError(
+                f"result file {path} of a finished run is not a JSON object ({result}); "
+                f"delete it and {self._runs(spec.run_id, '.json')} to run it again"
+            )
+        return result
 
     # -- locks -----------------------------------------------------------------------------------
 
@@ -289,4 +303,14 @@ class ResultStore:
         path = self.checkpoint_path(spec)
         if not path.is_file():
             return None
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+            state = exc
+        if not isinstance(state, dict):
+            reason = " ".join(str(state).split())[:120]
+            raise RunInputError(
+                f"checkpoint {path} is truncated or corrupt ({reason}); "
+                "delete it to start the run again"
+            )
+        return state

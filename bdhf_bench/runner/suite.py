@@ -53,21 +53,23 @@ from .tune import TunePlan, grid_settings, load_grid_file
 
 SUITE_DIRS = (Path("runners"), Path(__file__).resolve().parents[2] / "runners")
 EXPERIMENT_KEYS = {
-    "problem",
-    "optimizers",
-    "seeds",
-    "data",
-    "epochs",
-    "steps",
-    "time_budget",
-    "eval_every",
-    "batch_size",
-    "weight_decay",
-    "hyperparameters",
-    "tune",
-    "tuning_seed",
-    "sweep",
+    "problem": "a string",
+    "optimizers": "a non-empty list of strings",
+    "seeds": "a non-empty list of integers",
+    "data": "a string",
+    "epochs": "an integer",
+    "steps": "an integer",
+    "time_budget": "a number",
+    "eval_every": "an integer",
+    "batch_size": "an integer",
+    "weight_decay": "a number",
+    "hyperparameters": "a table of optimizer tables",
+    "tune": "a table of optimizer = grid file",
+    "tuning_seed": "an integer",
+    "sweep": "a table of non-empty lists",
 }
+"""Every key an experiment (or ``[defaults]``) may have, and what its value must be."""
+SUITE_KEYS = {"description", "results", "report", "device", "defaults", "experiment"}
 
 
 class SuiteError(ValueError):
@@ -110,23 +112,32 @@ def load_suite(name: str) -> Suite:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"suite {path} is not valid TOML: {exc}") from None
-    unknown = set(data) - {"description", "results", "report", "device", "defaults", "experiment"}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError(f"cannot read suite {path}: {exc}") from None
+    unknown = set(data) - SUITE_KEYS
     if unknown:
-        raise SuiteError(f"suite {path}: unknown key(s) {sorted(unknown)}")
+        raise SuiteError(
+            f"suite {path}: unknown key(s) {sorted(unknown)}; valid: {sorted(SUITE_KEYS)}"
+        )
     experiments = data.get("experiment")
     if not isinstance(experiments, list) or not experiments:
         raise SuiteError(f"suite {path} needs at least one [[experiment]]")
+    for key in ("description", "results", "report"):
+        if not isinstance(data.get(key, ""), str):
+            raise SuiteError(f"suite {path}: {key} must be a string, got {data[key]!r}")
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise SuiteError(f"suite {path}: [defaults] must be a table, got {defaults!r}")
     suite = Suite(
         name=path.stem,
         path=path,
-        description=str(data.get("description", "")),
-        results=Path(data.get("results", f"results/{path.stem}")),
-        report=Path(data.get("report", f"reports/{path.stem}")),
+        description=data.get("description", ""),
+        results=Path(data.get("results") or f"results/{path.stem}"),
+        report=Path(data.get("report") or f"reports/{path.stem}"),
         device=data.get("device"),
     )
     if suite.device not in (None, "cpu", "cuda"):
         raise SuiteError(f'suite {path}: device must be "cpu" or "cuda", got {suite.device!r}')
-    defaults = data.get("defaults", {})
     for i, raw in enumerate(experiments, 1):
         try:
             _add_experiment(suite, {**defaults, **raw})
@@ -135,10 +146,54 @@ def load_suite(name: str) -> Suite:
     return suite
 
 
-def _add_experiment(suite: Suite, exp: Mapping[str, Any]) -> None:
-    unknown = set(exp) - EXPERIMENT_KEYS
+def _check_types(exp: Mapping[str, Any]) -> None:
+    """Each key's TOML type, so that a wrong one is named rather than coerced or crashed on."""
+    unknown = set(exp) - set(EXPERIMENT_KEYS)
     if unknown:
         raise ValueError(f"unknown key(s) {sorted(unknown)}; valid: {sorted(EXPERIMENT_KEYS)}")
+    for key in ("problem", "optimizers"):
+        if key not in exp:
+            raise ValueError(f"missing key {key!r}")
+    for key, value in exp.items():
+        expected = EXPERIMENT_KEYS[key]
+        if not _is(value, expected):
+            raise ValueError(f"{key} must be {expected}, got {value!r}")
+    for key in ("optimizers", "seeds"):
+        values = exp.get(key, [])
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"{key} lists {repeated[0]} twice")
+
+
+def _is(value: Any, expected: str) -> bool:
+    """Whether a TOML value is of the kind ``EXPERIMENT_KEYS`` describes."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    if expected == "a string":
+        return isinstance(value, str)
+    if expected == "an integer":
+        return integer
+    if expected == "a number":
+        return number
+    if expected == "a non-empty list of strings":
+        return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+    if expected == "a non-empty list of integers":
+        return (
+            isinstance(value, list)
+            and bool(value)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        )
+    if expected == "a table of optimizer tables":
+        return isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
+    if expected == "a table of optimizer = grid file":
+        return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    if expected == "a table of non-empty lists":
+        return isinstance(value, dict) and all(isinstance(v, list) and v for v in value.values())
+    raise AssertionError(expected)
+
+
+def _add_experiment(suite: Suite, exp: Mapping[str, Any]) -> None:
+    _check_types(exp)
     problem = get_problem(exp["problem"])
     data = exp.get("data", "real")
     if data not in DATA_SOURCES:
@@ -148,9 +203,9 @@ def _add_experiment(suite: Suite, exp: Mapping[str, Any]) -> None:
         budget = Budget(epochs=problem.num_epochs)
     else:
         budget = Budget(exp.get("epochs"), exp.get("steps"), exp.get("time_budget"))
-    seeds = [int(s) for s in exp.get("seeds", [42])]
+    seeds = list(exp.get("seeds", [42]))
     common = {
-        "batch_size": int(exp.get("batch_size", problem.batch_size)),
+        "batch_size": exp.get("batch_size", problem.batch_size),
         "budget": budget,
         "eval_every": exp.get("eval_every"),
         "data": data,
@@ -159,8 +214,6 @@ def _add_experiment(suite: Suite, exp: Mapping[str, Any]) -> None:
     fixed_hps = exp.get("hyperparameters", {})
     tune = exp.get("tune", {})
     sweep = exp.get("sweep", {})
-    if not all(isinstance(v, list) and v for v in sweep.values()):
-        raise ValueError("sweep values must be non-empty lists")
     points = [dict(zip(sweep, values)) for values in itertools.product(*sweep.values())] or [{}]
     for opt in exp["optimizers"]:
         entry = get_optimizer(opt)
@@ -168,16 +221,17 @@ def _add_experiment(suite: Suite, exp: Mapping[str, Any]) -> None:
             grid_path = suite.path.parent / tune[opt]
             grid, fixed = load_grid_file(grid_path, entry)
             settings = grid_settings(entry, grid, {**fixed, **fixed_hps.get(opt, {})})
-            suite.tunings.append(
-                TunePlan(
-                    problem=problem,
-                    entry=entry,
-                    settings=settings,
-                    tuning_seed=int(exp.get("tuning_seed", seeds[0])),
-                    final_seeds=seeds,
-                    **common,
-                )
+            plan = TunePlan(
+                problem=problem,
+                entry=entry,
+                settings=settings,
+                tuning_seed=exp.get("tuning_seed", seeds[0]),
+                final_seeds=seeds,
+                **common,
             )
+            for seed in (plan.tuning_seed, *seeds):
+                plan.spec(settings[0], seed)  # every seed checked now, not when it runs
+            suite.tunings.append(plan)
         else:
             for point in points:
                 hps = entry.resolve({**fixed_hps.get(opt, {}), **point})

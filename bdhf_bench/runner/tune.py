@@ -42,11 +42,15 @@ def load_grid_file(path: str | Path, entry: OptimizerEntry) -> tuple[dict[str, l
         data = tomllib.loads(path.read_text())
     except OSError as exc:
         raise GridFileError(f"cannot read grid file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise GridFileError(f"grid file {path} is not UTF-8 text (TOML)") from None
     except tomllib.TOMLDecodeError as exc:
         raise GridFileError(f"grid file {path} is not valid TOML: {exc}") from None
     grid, fixed = data.get("grid"), data.get("fixed", {})
     if not isinstance(grid, dict) or not grid:
         raise GridFileError(f"grid file {path} needs a non-empty [grid] table of lists")
+    if not isinstance(fixed, dict):
+        raise GridFileError(f"grid file {path}: [fixed] must be a table, got {fixed!r}")
     unknown = set(data) - {"grid", "fixed", "optimizer", "description"}
     if unknown:
         raise GridFileError(
@@ -58,6 +62,12 @@ def load_grid_file(path: str | Path, entry: OptimizerEntry) -> tuple[dict[str, l
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise GridFileError(f"grid file {path}: grid.{key} must be a non-empty list")
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise GridFileError(f"grid file {path}: grid.{key} lists {repeated[0]} twice")
+    both = sorted(set(grid) & set(fixed))
+    if both:
+        raise GridFileError(f"grid file {path}: {both[0]} is in both [grid] and [fixed]")
     try:
         for key, values in grid.items():
             for v in values:
@@ -68,10 +78,21 @@ def load_grid_file(path: str | Path, entry: OptimizerEntry) -> tuple[dict[str, l
     return grid, dict(fixed)
 
 
+def _check_disjoint(grid: Mapping[str, Any], fixed: Mapping[str, Any]) -> None:
+    """A hyperparameter is searched or fixed, never both (one would silently win)."""
+    both = sorted(set(grid) & set(fixed))
+    if both:
+        raise ValueError(
+            f"hyperparameter {both[0]} is both searched (in the grid) and fixed; "
+            "fix it or search it, not both"
+        )
+
+
 def grid_settings(
     entry: OptimizerEntry, grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
     """Every point of the grid (cartesian product), resolved against the schema."""
+    _check_disjoint(grid, fixed)
     keys = sorted(grid)
     points = itertools.product(*(grid[k] for k in keys))
     return [entry.resolve({**fixed, **dict(zip(keys, values))}) for values in points]
@@ -87,6 +108,7 @@ def random_settings(
     """``trials`` random points within the grid's range (log-uniform where the schema says)."""
     if trials < 1:
         raise ValueError(f"random search needs a positive number of trials, got {trials}")
+    _check_disjoint(grid, fixed)
     rng = random.Random(seed)
     out = []
     for _ in range(trials):

@@ -312,3 +312,51 @@ def test_a_malformed_suite_exits_2(tmp_path: Path) -> None:
     out = tmp_path / "results"
     res = cli("leaderboard", "--suite", str(path), "--results", str(out))
     _refused(res, "seeds must be a non-empty list of integers", out)
+
+
+# -- result files the report reads --------------------------------------------------------------
+
+
+def _drop(key: str):
+    return lambda doc: doc.pop(key)
+
+
+def _set(key: str, value):
+    return lambda doc: doc.__setitem__(key, value)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (_drop("test_losses"), "missing key test_losses"),
+        (_drop("training_params"), "missing key training_params"),
+        (_set("test_losses", "low"), "test_losses is not a list of 2 values (one per evaluation)"),
+        (
+            _set("valid_losses", [0.5]),
+            "valid_losses is not a list of 2 values (one per evaluation)",
+        ),
+        (_set("train_losses", [0.5, "x"]), "train_losses[1] is not a number ('x')"),
+        (_set("test_accuracies", [0.5, True]), "test_accuracies[1] is not a number (True)"),
+        (_set("batch_size", -1), "batch_size -1 is below 1"),
+        (_set("random_seed", -1), "random_seed -1 is below 0"),
+        (_set("num_epochs", 1.5), "num_epochs is not an integer (1.5)"),
+        (_set("weight_decay", -0.1), "weight_decay -0.1 is below 0"),
+        (_set("optimizer_hyperparams", [1]), "optimizer_hyperparams is not a JSON object"),
+        (_set("steps", "two"), "steps is not a number ('two')"),
+    ],
+)
+def test_result_files_with_missing_or_wrong_keys_are_skipped_with_the_reason(
+    tmp_path: Path, change, reason: str
+) -> None:
+    from bdhf_bench.report import load_results
+
+    out = tmp_path / "results"
+    assert cli("run", *TINY, "--eval-every", "2", "--seed", "1", "--seed", "2",
+               "--output-dir", str(out)).exit_code == 0  # fmt: skip
+    good, bad = result_files(out)
+    doc = json.loads(bad.read_text())
+    change(doc)
+    bad.write_text(json.dumps(doc))
+    loaded = load_results([out])
+    assert [(s.path, s.reason) for s in loaded.skipped] == [(str(bad), reason)]
+    assert loaded.runs["path"].tolist() == [str(good)]

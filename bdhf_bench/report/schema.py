@@ -194,15 +194,33 @@ def _common(doc: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(optimizer, str) or not optimizer:
         raise Foreign("optimizer_name is not a name")
     weight_decay = doc.get("weight_decay")
-    return {
+    out = {
         "problem": problem,
         "optimizer": optimizer,
         "hyperparameters": _hyperparameters(doc["optimizer_hyperparams"]),
         "batch_size": _integer(doc["batch_size"], "batch_size"),
-        "num_epochs": _number(doc["num_epochs"], "num_epochs"),
+        "num_epochs": _integer(doc["num_epochs"], "num_epochs"),
         "weight_decay": None if weight_decay is None else _number(weight_decay, "weight_decay"),
         "seed": _integer(doc["random_seed"], "random_seed"),
     }
+    for key, low in (("batch_size", 1), ("num_epochs", 0), ("seed", 0), ("weight_decay", 0)):
+        if out[key] is not None and not out[key] >= low:
+            raise Foreign(f"{'random_seed' if key == 'seed' else key} {out[key]} is below {low}")
+    return out
+
+
+def _deepobs_lists(doc: dict[str, Any], n: int) -> None:
+    """A schema-1 file's DeepOBS lists, which DeepOBS's analyzer reads: present, one number (or
+    null) per evaluation."""
+    _require(doc, ("train_losses", "valid_losses", "test_losses", "training_params"))
+    for key in ("train_losses", "valid_losses", "test_losses", *DEEPOBS_ACCURACY_LISTS):
+        values = doc.get(key)
+        if values is None and key in DEEPOBS_ACCURACY_LISTS:
+            continue
+        if not isinstance(values, list) or len(values) != n:
+            raise Foreign(f"{key} is not a list of {n} values (one per evaluation)")
+        for i, value in enumerate(values):
+            _number(value, f"{key}[{i}]", nullable=True)
 
 
 def parse_ours(doc: dict[str, Any], *, under_diverged: bool = False) -> RunRecord:
@@ -219,6 +237,7 @@ def parse_ours(doc: dict[str, Any], *, under_diverged: bool = False) -> RunRecor
         raise Foreign("evaluations is not a list")
     if not evaluations:
         raise Foreign("evaluations is empty")
+    _deepobs_lists(doc, len(evaluations))
     data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
     env = doc.get("environment") if isinstance(doc.get("environment"), dict) else {}
     budget = doc.get("budget") if isinstance(doc.get("budget"), dict) else {}

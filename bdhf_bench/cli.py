@@ -115,14 +115,6 @@ def _budget(problem, epochs: int | None, steps: int | None, seconds: float | Non
         raise BadInput(str(exc)) from None
 
 
-def _seeds(seeds: Sequence[int]) -> tuple[int, ...]:
-    """--seed values, each once."""
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-    if repeated:
-        raise BadInput(f"--seed {repeated[0]} given twice; give each seed once")
-    return tuple(seeds)
-
-
 def _run_error(exc: Exception) -> click.ClickException:
     """A run that could not start: a missing data set offline exits 1 (the input was fine), a
     corrupt data file or an impossible setting exits 2."""
@@ -480,7 +472,6 @@ def run(
     prob = _problem(problem)
     entry = _optimizer(optimizer)
     overrides = _hyperparameters(entry, hps)
-    seeds = _seeds(seeds)
     dev = _device(device)
     budget = _budget(prob, epochs, steps, time_budget)
     specs = [

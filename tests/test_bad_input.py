@@ -42,7 +42,6 @@ def _refused(res, message: str, out: Path, code: int = 2) -> str:
     [
         (["--seed", "-1"], f"-1 is not in the range 0<=x<={MAX_SEED}"),
         (["--seed", "99999999999999999999999"], f"is not in the range 0<=x<={MAX_SEED}"),
-        (["--seed", "1", "--seed", "1"], "--seed 1 given twice; give each seed once"),
         (["--hp", "lr=1e-3", "--hp", "lr=1e-2"], "--hp lr given twice ('1e-3' and '1e-2')"),
         (["--time-budget", "nan"], "'nan' is not a finite number"),
         (["--time-budget", "inf"], "'inf' is not a finite number"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_report_helpers import BDHF_HI, BDHF_LO, P1, P2, write_scenario
+from test_report_helpers import BDHF_HI, BDHF_LO, LOSS_TARGET, P1, P2, write_run, write_scenario
 
 from bdhf_bench.report import (
     curvature_table,
@@ -200,3 +200,39 @@ def test_varied_labels_name_only_what_differs(frames) -> None:
         "curvature_fraction=0.25",
     ]
     assert list(settings[settings["problem"] == P2]["varied"]) == ["–", "–", "–"]
+
+
+def test_selection_weighs_settings_on_the_seeds_they_share(tmp_path: Path) -> None:
+    """A tuner scores every setting on seed 1 and reruns its choice with seeds 2 and 3: the
+    choice must not lose to a one-seed setting because its other seeds are worse."""
+    root = tmp_path / "results"
+    for seed, valid in ((1, 0.75), (2, 0.25), (3, 0.25)):  # three-seed mean 0.4166...
+        write_run(root, hps={"lr": 0.001}, seed=seed, final_valid=valid)
+    write_run(root, hps={"lr": 0.01}, seed=1, final_valid=0.5)
+    settings = setting_table(load_results([root]).runs)
+    ranked = settings.sort_values("rank")
+    assert list(ranked["setting"]) == [_key({"lr": 0.001}), _key({"lr": 0.01})]
+    assert list(ranked["selection_score"]) == [0.75, 0.5]
+    assert list(ranked["selection_seeds"]) == ["1", "1"]
+    assert list(ranked["seeds"]) == ["1,2,3", "1"]
+    # settings without a common seed are each scored on all of their own
+    write_run(root, problem=P2, kind="loss", target=LOSS_TARGET, seed=5, final_valid=90.0)
+    write_run(
+        root, problem=P2, kind="loss", target=LOSS_TARGET, hps={"lr": 0.1}, seed=6, final_valid=80.0
+    )
+    settings = setting_table(load_results([root]).runs)
+    p2 = settings[settings["problem"] == P2].sort_values("rank")
+    assert list(p2["selection_score"]) == [80.0, 90.0]
+
+
+def test_a_time_budget_setting_holds_seeds_that_covered_different_epochs(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    budget = {"epochs": None, "steps": None, "time_budget": 60.0, "eval_every": None}
+    for seed, epochs in ((1, 2), (2, 3), (3, 3)):
+        write_run(root, seed=seed, num_epochs=epochs, budget=budget)
+    settings = setting_table(load_results([root]).runs)
+    assert len(settings) == 1
+    row = settings.iloc[0]
+    assert (row["n_runs"], row["seeds"], row["budget"]) == (3, "1,2,3", "60 s")
+    assert "num_epochs" not in row["setting"] and "time_budget=60" in row["setting"]
+    assert row["varied"] == "–"

@@ -12,8 +12,11 @@ Rules (docs/report.md says why):
 - budgets: runs compare only within one budget (the ``budget`` label: "40 steps", "3 epochs",
   ...); every grouping below includes it, so a setting is never selected against another
   budget's and Adam's step cost is Adam's under the same budget.
-- selection: for each problem, budget and optimizer, the setting with the best mean over seeds
-  of the final VALIDATION metric (max accuracy / min loss); a diverged run scores the worst value
+- selection: for each problem, budget and optimizer, the setting with the best mean of the final
+  VALIDATION metric (max accuracy / min loss) over the seeds every one of its settings ran (the
+  tuning seed, when a tuner reran only its choice with more seeds: a one-seed setting is never
+  weighed against another's three-seed mean); over all seeds when they share none. A diverged run
+  scores the worst value
   (-inf accuracy / +inf loss), so a setting with any diverged seed ranks below every setting
   without one. Ties: fewer diverged runs, then the setting string. Test metrics are never used.
 """
@@ -80,7 +83,19 @@ def _joined(series: pd.Series) -> str:
     return ",".join(sorted({str(v) for v in series.dropna() if str(v)}))
 
 
-def _setting_row(group: pd.DataFrame) -> dict[str, object]:
+def _shared_seeds(runs: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Per run: whether its seed was run by every setting of its problem, budget and optimizer
+    (all True where the settings share no seed, so each is scored on all of its own)."""
+    shared = pd.Series(True, index=runs.index)
+    for _, group in runs.groupby(COMPARED, sort=False):
+        seeds = [set(g["seed"]) for _, g in group.groupby(keys, sort=False)]
+        common = set.intersection(*seeds)
+        if common:
+            shared[group.index] = group["seed"].isin(common)
+    return shared
+
+
+def _setting_row(group: pd.DataFrame, scored: pd.Series) -> dict[str, object]:
     finished = group[group["status"] == "finished"]
     final = finished["final_metric"].astype(float).to_numpy()
     has_target = group["target_value"].notna()
@@ -95,7 +110,8 @@ def _setting_row(group: pd.DataFrame) -> dict[str, object]:
         "n_finished": len(finished),
         "n_diverged": int((group["status"] == "diverged").sum()),
         "seeds": ",".join(str(s) for s in sorted(group["seed"])),
-        "selection_score": float(np.mean(_selection_scores(group).to_numpy())),
+        "selection_score": float(np.mean(_selection_scores(group[scored]).to_numpy())),
+        "selection_seeds": ",".join(str(s) for s in sorted(group.loc[scored, "seed"])),
         "final_mean": float(np.mean(final)) if final.size else math.nan,
         "final_std": population_std(final),
         "final_n": int(final.size),
@@ -127,9 +143,10 @@ def setting_table(runs: pd.DataFrame) -> pd.DataFrame:
     keys = ["problem", "budget", "optimizer", "setting"]
     if runs.empty:
         return pd.DataFrame(columns=[*keys, "rank", "selected"])
+    scored = _shared_seeds(runs, keys)
     rows = []
     for values, group in runs.groupby(keys, sort=True):
-        rows.append({**dict(zip(keys, values)), **_setting_row(group)})
+        rows.append({**dict(zip(keys, values)), **_setting_row(group, scored[group.index])})
     table = pd.DataFrame.from_records(rows)
     table["varied"] = varied_labels(table)
     return rank_settings(table, COMPARED)
@@ -139,11 +156,7 @@ def varied_labels(table: pd.DataFrame) -> pd.Series:
     """Per setting, only what differs from the other settings of its problem, budget and
     optimizer (e.g. ``lr=0.01``): the full key is long; "–" when the optimizer ran one setting."""
     values = [
-        {
-            **json.loads(row.hyperparameters),
-            "batch_size": row.batch_size,
-            "num_epochs": row.num_epochs,
-        }
+        {**json.loads(row.hyperparameters), "batch_size": row.batch_size}
         for row in table.itertuples(index=False)
     ]
     labels = pd.Series("–", index=table.index, dtype=object)

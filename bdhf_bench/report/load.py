@@ -95,9 +95,14 @@ def format_value(value: Any) -> str:
 
 
 def setting_key(record: RunRecord) -> str:
-    """The stable string naming a run's setting: hyperparameters, then batch size and budget."""
+    """The stable string naming a run's setting: hyperparameters, then batch size and budget.
+
+    Under a step or time budget the epochs a run happened to cover are an outcome, not part of
+    its setting (seeds of a 60-second budget cover different numbers of epochs)."""
     hps = ", ".join(f"{k}={format_value(v)}" for k, v in sorted(record.hyperparameters.items()))
-    run = [f"batch_size={record.batch_size}", f"num_epochs={format_value(record.num_epochs)}"]
+    run = [f"batch_size={record.batch_size}"]
+    if record.budget.get("steps") is None and record.budget.get("time_budget") is None:
+        run.append(f"num_epochs={format_value(record.num_epochs)}")
     if record.weight_decay is not None:
         run.append(f"weight_decay={format_value(record.weight_decay)}")
     for key in ("steps", "time_budget", "eval_every"):

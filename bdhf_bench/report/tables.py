@@ -150,6 +150,7 @@ def selected_settings(summary: pd.DataFrame) -> Table:
             r.optimizer,
             r.setting,
             number(r.selection_score),
+            r.selection_seeds,
             r.seeds,
             str(r.n_settings),
         ]
@@ -161,10 +162,15 @@ def selected_settings(summary: pd.DataFrame) -> Table:
         "optimizer",
         "selected setting",
         "mean final valid",
+        "on seeds",
         "seeds",
         "of",
     ]
-    return Table(headers, rows, "selected on the final validation metric (never test)")
+    caption = (
+        "selected on the final validation metric (never test), averaged over the seeds every "
+        "setting of the row ran"
+    )
+    return Table(headers, rows, caption)
 
 
 def settings(table: pd.DataFrame) -> Table:
@@ -176,6 +182,7 @@ def settings(table: pd.DataFrame) -> Table:
         "rank",
         "what varies",
         "mean final valid",
+        "on seeds",
         "final test",
         "finished / diverged",
         "seconds→target",
@@ -189,6 +196,7 @@ def settings(table: pd.DataFrame) -> Table:
             str(r.rank),
             r.varied,
             number(r.selection_score),
+            r.selection_seeds,
             mean_std(r.final_mean, r.final_std, r.final_n),
             f"{r.n_finished} / {r.n_diverged}",
             to_target(r.seconds_to_target, r.n_reached, r.n_with_target),

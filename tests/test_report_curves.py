@@ -66,3 +66,24 @@ def test_every_logged_update_is_drawn_on_each_axis(tmp_path: Path) -> None:
         assert len(lines["adam test"].get_xdata()) == 3
         assert ax.get_yscale() == "log"
     assert np.allclose(axes[1].get_lines()[0].get_xdata(), 0.5 * np.arange(16))  # 0.5 s/update
+
+
+def test_a_validation_target_is_drawn_beside_the_validation_curve(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    for seed in (1, 2):
+        write_run(root, seed=seed, final_test=0.5, final_valid=0.75)
+    loaded = load_results([root])
+    target = {"metric": "accuracy", "split": "valid", "value": 0.6}
+    fig = learning_curves(
+        loaded.evaluations, loaded.steps, "p", "accuracy", {"adam": (0, 0, 1)}, target=target
+    )
+    accuracy = fig.axes[3]  # second row: accuracy against updates
+    lines = {line.get_label(): line for line in accuracy.get_lines()}
+    assert np.allclose(lines["adam valid"].get_ydata(), [0.1, 0.425, 0.75])  # 0.1 -> final
+    assert np.allclose(lines["adam test"].get_ydata(), [0.1, 0.3, 0.5])
+    assert lines["target (valid)"].get_ydata()[0] == 0.6
+    test_target = {**target, "split": "test"}
+    fig = learning_curves(
+        loaded.evaluations, loaded.steps, "p", "accuracy", {"adam": (0, 0, 1)}, target=test_target
+    )
+    assert "adam valid" not in {line.get_label() for line in fig.axes[3].get_lines()}

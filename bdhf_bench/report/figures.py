@@ -166,6 +166,15 @@ def _x_axes(evaluations: pd.DataFrame) -> list[str]:
     return xs or ["epoch"]  # DeepOBS-only files: epochs are all there is
 
 
+def _curve_splits(target: dict | None) -> list[tuple[str, str]]:
+    """The evaluated splits drawn, with their line style: test and train, and the target's split
+    when it is another (a validation target's line needs the validation curve beside it)."""
+    splits = [("test", "o-"), ("train", "s--")]
+    if target and target.get("split") == "valid":
+        splits.append(("valid", "^:"))
+    return splits
+
+
 def learning_curves(
     evaluations: pd.DataFrame,
     steps: pd.DataFrame,
@@ -177,8 +186,9 @@ def learning_curves(
     machine: str = "",
 ) -> Figure:
     """Per optimizer, against updates, training seconds and gradient-equivalents: every logged
-    mini-batch loss (smoothed, thin), the test (solid, dots) and train (dashed) evaluations;
-    lines are means over seeds, bands the seeds' min-max; log scale where a loss spans decades."""
+    mini-batch loss (smoothed, thin), the test (solid, dots) and train (dashed) evaluations, and
+    the validation ones (dotted, triangles) when the target is on validation; lines are means
+    over seeds, bands the seeds' min-max; log scale where a loss spans decades."""
     xs = _x_axes(evaluations)
     kinds = ["loss", "accuracy"] if kind == "accuracy" else ["loss"]
     fig, axes = _new_figure(len(kinds), len(xs), 4.6, 3.4)
@@ -211,7 +221,7 @@ def learning_curves(
                         )
                         drawn.extend(band["low"])
                         drawn.extend(band["high"])
-                for split, style in (("test", "o-"), ("train", "s--")):
+                for split, style in _curve_splits(target):
                     band = _band(runs, x, f"{split}_{metric}")
                     if band.empty:
                         continue

@@ -58,7 +58,8 @@ def test_resolve_types_and_checks():
     with pytest.raises(ValueError, match=r"cg_max_iters=2.5 is not valid: must be an int"):
         entry.resolve({"cg_max_iters": 2.5})
     with pytest.raises(
-        ValueError, match=r"blocks='layer' is out of range: must be one of 'module'"
+        ValueError,
+        match=r"blocks='layer' is not valid: unknown block scheme 'layer'; valid: module",
     ):
         entry.resolve({"blocks": "layer"})
 

@@ -1,7 +1,7 @@
 """The numerical core: output-space loss Hessians, exact GGN products (full and per block),
 parameter blocks, and block-batched conjugate gradient. Knows nothing of problems or the CLI."""
 
-from .blocks import SCHEMES, BlockLayout, ParamBlock, partition
+from .blocks import SCHEMES, BlockLayout, ParamBlock, check_scheme, parse_groups, partition
 from .cg import STOP_REASONS, CGResult, backtracking_schedule, block_cg
 from .ggn import GGNContext
 from .losses import (
@@ -30,5 +30,7 @@ __all__ = [
     "as_output_loss",
     "backtracking_schedule",
     "block_cg",
+    "check_scheme",
+    "parse_groups",
     "partition",
 ]

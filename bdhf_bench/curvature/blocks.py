@@ -2,8 +2,13 @@
 
 BDHF keeps only the curvature between parameters of the same block. The default block is a
 parameter-owning module (a Linear's weight and bias, a BatchNorm's affine pair, one LSTM layer);
-``"tensor"`` makes every tensor a block, ``"all"`` makes one block (full Hessian-free), and a
-mapping ``{name: [glob, ...]}`` names groups of parameter names.
+``"tensor"`` makes every tensor a block, ``"all"`` makes one block (full Hessian-free),
+``"pairs"`` joins adjacent module blocks two by two and ``"halves"`` makes two blocks, the first
+and second half of the module blocks (an autoencoder's encoder and decoder). Coarser blocks keep
+more of the curvature between layers at the price of bigger CG systems: the paper chose layers and
+says nothing of the others, so these let the study measure the trade. A mapping
+``{name: [glob, ...]}``, or the same written as a string ``"enc=0.*,2.*;dec=4.*"`` (what a
+command line or a TOML grid can hold), names groups of parameter names.
 
 ``BlockLayout`` lays the blocks end to end in one flat vector, so each block is one contiguous
 segment that CG works on through views.
@@ -20,7 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-SCHEMES = ("module", "tensor", "all")
+SCHEMES = ("module", "tensor", "all", "pairs", "halves")
+"""The named schemes; a string with ``=`` is a glob scheme (``parse_groups``)."""
 
 _RNN_LAYER = re.compile(r"^(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
 
@@ -33,17 +39,75 @@ class ParamBlock:
     params: tuple[Tensor, ...]
 
 
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_GLOB = re.compile(r"^[A-Za-z0-9_.*?!\[\]-]+$")
+"""Glob characters: parameter names are dotted identifiers, and a scheme string also names a
+result folder, so nothing else (no ``/``, spaces or quotes) is allowed."""
+
+
+def parse_groups(text: str) -> dict[str, list[str]]:
+    """``"enc=0.*,2.*;dec=4.*"`` -> ``{"enc": ["0.*", "2.*"], "dec": ["4.*"]}``.
+
+    Blocks are separated by ``;``, a block's name from its globs by ``=``, globs by ``,``;
+    whitespace around the parts is ignored. Raises ValueError (one line) on a malformed string.
+    """
+    groups: dict[str, list[str]] = {}
+    for part in text.split(";"):
+        part = part.strip()
+        if not part:
+            raise ValueError(
+                f"block scheme {text!r} has an empty block (two ';' or a trailing ';')"
+            )
+        name, sep, globs = (s.strip() for s in part.partition("="))
+        if not sep:
+            raise ValueError(f"block {part!r} of scheme {text!r} needs the form name=glob,glob")
+        if not _NAME.match(name):
+            raise ValueError(
+                f"block name {name!r} in scheme {text!r} must be letters, digits, _ or -"
+            )
+        if name in groups:
+            raise ValueError(f"block {name!r} appears twice in scheme {text!r}")
+        patterns = [g.strip() for g in globs.split(",")]
+        bad = [g for g in patterns if not _GLOB.match(g)]
+        if bad:
+            raise ValueError(
+                f"glob {bad[0]!r} of block {name!r} in scheme {text!r} must be a non-empty "
+                "pattern of letters, digits, . _ - and * ? [ ] !"
+            )
+        groups[name] = patterns
+    return groups
+
+
+def check_scheme(scheme: str) -> str:
+    """The scheme in canonical form (a glob string with its whitespace removed), or ValueError
+    (one line): what a hyperparameter parser calls before any model exists."""
+    if not isinstance(scheme, str):
+        raise ValueError(f"a block scheme is a string, got {scheme!r}")
+    if "=" not in scheme:
+        if scheme not in SCHEMES:
+            raise ValueError(
+                f"unknown block scheme {scheme!r}; valid: {', '.join(SCHEMES)} or globs "
+                "such as 'enc=0.*,2.*;dec=4.*'"
+            )
+        return scheme
+    groups = parse_groups(scheme)
+    return ";".join(f"{name}={','.join(globs)}" for name, globs in groups.items())
+
+
 def partition(
     model: nn.Module, scheme: str | Mapping[str, Sequence[str]] = "module"
 ) -> list[ParamBlock]:
     """Split ``model``'s trainable parameters into blocks.
 
-    ``scheme`` is ``"module"`` (default), ``"tensor"``, ``"all"`` or ``{block: [name globs]}``.
-    Raises ValueError for an unknown scheme or a mapping that misses or repeats a parameter.
+    ``scheme`` is ``"module"`` (default), ``"tensor"``, ``"all"``, ``"pairs"``, ``"halves"``,
+    ``{block: [name globs]}`` or that mapping as a string (``parse_groups``). Raises ValueError
+    (one line) for an unknown scheme, or globs that miss or repeat a parameter or match nothing.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError("the model has no trainable parameters")
+    if isinstance(scheme, str) and "=" in scheme:
+        scheme = parse_groups(scheme)
     if isinstance(scheme, Mapping):
         return _named_groups(named, scheme)
     if scheme == "all":
@@ -52,10 +116,24 @@ def partition(
         return [ParamBlock(n, (p,)) for n, p in named]
     if scheme == "module":
         return _by_module(model)
-    raise ValueError(f"unknown block scheme {scheme!r}; valid: {', '.join(SCHEMES)} or a mapping")
+    if scheme == "pairs":
+        layers = _by_module(model)
+        return [_join(layers[i : i + 2]) for i in range(0, len(layers), 2)]
+    if scheme == "halves":
+        layers = _by_module(model)
+        first = (len(layers) + 1) // 2
+        return [_join(part) for part in (layers[:first], layers[first:]) if part]
+    check_scheme(scheme)  # raises the one-line message for an unknown name
+    raise AssertionError(scheme)
+
+
+def _join(blocks: Sequence[ParamBlock]) -> ParamBlock:
+    """One block of consecutive module blocks, named ``first+...+last``."""
+    return ParamBlock("+".join(b.name for b in blocks), tuple(p for b in blocks for p in b.params))
 
 
 def _by_module(model: nn.Module) -> list[ParamBlock]:
+    """One block per parameter-owning module (an RNN: one per layer), in registration order."""
     blocks: list[ParamBlock] = []
     for mod_name, module in model.named_modules():
         own = [(n, p) for n, p in module.named_parameters(recurse=False) if p.requires_grad]
@@ -81,6 +159,14 @@ def _named_groups(
     for block, patterns in groups.items():
         if isinstance(patterns, str):
             patterns = [patterns]
+        for pat in patterns:
+            if not any(fnmatch.fnmatchcase(name, pat) for name, _ in named):
+                names = [n for n, _ in named]
+                shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+                raise ValueError(
+                    f"glob {pat!r} of block {block!r} matches no trainable parameter "
+                    f"(the names: {shown})"
+                )
         for name, _ in named:
             if any(fnmatch.fnmatchcase(name, pat) for pat in patterns):
                 if name in owner and owner[name] != block:

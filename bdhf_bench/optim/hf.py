@@ -8,7 +8,9 @@ One step of ``BlockDiagonalHF`` (Zhang, Xiong, Bradbury, Socher 2017):
    started from ``warm_start`` times the previous solution;
 4. the combined direction ``d`` is scaled to ``alpha d`` with ``alpha = min(1, -g.d / d^T G d)``,
    the minimiser of the undamped full-GGN quadratic model along ``d`` (one full GGN product);
-5. the reduction ratio ``rho`` of the combined step ``alpha d`` against that model, on the
+   ``rescale=False`` skips this: ``alpha = 1``, the plain block step;
+5. the reduction ratio ``rho`` of the combined step ``alpha d`` against that model (with
+   ``rescale=False``: the block-diagonal model the step minimises), on the
    curvature sub-batch, and Levenberg-Marquardt damping: ``rho < 1/4`` -> ``lambda *= 3/2``,
    ``rho > 3/4`` -> ``*= 2/3`` (one global lambda, or one per block with
    ``damping_mode="per_block"``, each block's rho then against its own block model);
@@ -114,6 +116,7 @@ STEP_SETTINGS = (
     "armijo_max_tries",
     "precondition",
     "backtrack",
+    "rescale",
     "damping_boost",
     "damping_drop",
     "damping_min",
@@ -189,6 +192,8 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         armijo_c, armijo_shrink, armijo_max_tries: the line search.
         precondition: Martens' (diag of squared per-example gradients + lambda + l2)^0.75.
         backtrack: CG-backtracking over the iterates kept at ceil(5 * 1.3^j).
+        rescale: scale the combined step to the full-GGN minimiser along it (step 4); off:
+            the plain block step, and rho against the block-diagonal model.
         damping_boost, damping_drop: lambda's factors for rho < 1/4 and rho > 3/4.
     """
 
@@ -214,6 +219,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         armijo_max_tries: int = 60,
         precondition: bool = False,
         backtrack: bool = False,
+        rescale: bool = True,
         damping_boost: float = 1.5,
         damping_drop: float = 2.0 / 3.0,
     ) -> None:
@@ -234,6 +240,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             "armijo_max_tries": int(armijo_max_tries),
             "precondition": bool(precondition),
             "backtrack": bool(backtrack),
+            "rescale": bool(rescale),
             "damping_boost": float(damping_boost),
             "damping_drop": float(damping_drop),
         }
@@ -526,24 +533,33 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         As in Martens' code the model has no damping, the actual reduction is measured on the
         curvature sub-batch, and ``rho = -inf`` when the objective went up. In per-block mode a
         block whose direction is zero predicts no change: its rho is NaN (no information) and
-        its objective is not evaluated.
+        its objective is not evaluated. Without ``rescale``, ``alpha = 1`` and the global model
+        is the block-diagonal one (``sum_b d_b^T G_bb d_b``): no full product is made.
         """
         f_c0 = float(ctx.loss_value())
         gd_blocks = layout.block_dot(g, d)
         gd = float(gd_blocks.sum())
-        dgd = float(torch.dot(d, ctx.layout_full_mvp(layout, d)))
-        stats.full_products += 1
-        if not math.isfinite(dgd):
-            return None
-        alpha = min(1.0, -gd / dgd) if dgd > 0 else 1.0
-        if self._global_damping():
-            predicted = [alpha * gd + 0.5 * alpha**2 * dgd]
-            self._place(layout, theta0, d, alpha)
-            actual = [float(closure.evaluate("curvature")) - f_c0]
-        else:
+        alpha, dgd = 1.0, math.nan
+        if self._step["rescale"]:
+            dgd = float(torch.dot(d, ctx.layout_full_mvp(layout, d)))
+            stats.full_products += 1
+            if not math.isfinite(dgd):
+                return None
+            alpha = min(1.0, -gd / dgd) if dgd > 0 else 1.0
+        dgd_blocks = None
+        if not (self._global_damping() and self._step["rescale"]):
             everyone = [True] * layout.num_blocks
             dgd_blocks = layout.block_dot(d, ctx.layout_mvp(layout, d, everyone))
             stats.block_products = [n + 1 for n in stats.block_products]
+            if not bool(torch.isfinite(dgd_blocks).all()):
+                return None
+        if self._global_damping():
+            model_dgd = dgd if dgd_blocks is None else float(dgd_blocks.sum())
+            predicted = [alpha * gd + 0.5 * alpha**2 * model_dgd]
+            self._place(layout, theta0, d, alpha)
+            actual = [float(closure.evaluate("curvature")) - f_c0]
+        else:
+            assert dgd_blocks is not None
             predicted = (alpha * gd_blocks + 0.5 * alpha**2 * dgd_blocks).tolist()
             actual = []
             for (lo, hi), p in zip(layout.block_bounds, predicted):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..curvature import SCHEMES, partition
+from ..curvature import check_scheme, partition
 from ..plugins import load_entry_points, unknown_name_message
 from .hf import (
     DAMPING_MODES,
@@ -55,6 +55,10 @@ class HyperParameter:
     log: bool = False
     """Sample on a log scale in random search."""
     help: str = ""
+    parse: Callable[[Any], Any] | None = None
+    """For values a fixed list of choices cannot describe (a block scheme of globs): returns
+    the value in canonical form, so equal settings are equal runs, or raises ValueError with
+    a one-line reason."""
 
     def valid_range(self) -> str:
         if self.choices is not None:
@@ -100,9 +104,14 @@ class HyperParameter:
                 f"hyperparameter {name}={value!r} is not valid: must be {self.valid_range()}"
             ) from None
         self.check(name, value)
-        return value
+        return self.parse(value) if self.parse is not None else value
 
     def check(self, name: str, value: Any) -> None:
+        if self.parse is not None:
+            try:
+                self.parse(value)
+            except ValueError as exc:
+                raise ValueError(f"hyperparameter {name}={value!r} is not valid: {exc}") from None
         bad = False
         if self.choices is not None:
             bad = value not in self.choices
@@ -202,6 +211,7 @@ _HF_COMMON = {
     "step_rule": HyperParameter(str, "armijo", choices=STEP_RULES, help="step length rule"),
     "lr": HyperParameter(float, 1.0, low=0.0, low_open=True, log=True, help="fixed step length"),
     "precondition": HyperParameter(bool, False, help="Martens' squared-gradient preconditioner"),
+    "rescale": HyperParameter(bool, True, help="scale the step to the full-GGN minimiser"),
 }
 
 _HF_KEYS = (
@@ -215,6 +225,7 @@ _HF_KEYS = (
     "lr",
     "precondition",
     "backtrack",
+    "rescale",
 )
 
 
@@ -239,7 +250,12 @@ BUILTIN = (
             **_HF_COMMON,
             "cg_max_iters": HyperParameter(int, 50, low=1, help="CG iterations per block"),
             "backtrack": HyperParameter(bool, False, help="CG-backtracking"),
-            "blocks": HyperParameter(str, "module", choices=SCHEMES, help="block partition"),
+            "blocks": HyperParameter(
+                str,
+                "module",
+                parse=check_scheme,
+                help="block partition: module, tensor, all, pairs, halves or name=glob,..;..",
+            ),
             "damping_mode": HyperParameter(str, "global", choices=DAMPING_MODES, help="lambdas"),
         },
         _bdhf,

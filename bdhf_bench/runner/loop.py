@@ -159,7 +159,10 @@ class Trainer:
         )
         self.model = seeded_model(problem, spec.seed, self.device)
         self.model.train()
-        self.optimizer = self.entry.build(self.model, self.hps)
+        try:
+            self.optimizer = self.entry.build(self.model, self.hps)
+        except ValueError as exc:  # settings that only the model can refuse (a block glob)
+            raise RunInputError(f"{spec.optimizer} on {spec.problem}: {exc}") from None
         wd = problem.weight_decay if spec.weight_decay is None else spec.weight_decay
         self.l2 = problem.l2_coefficients(self.model, wd)
         if spec.batch_size > self.splits.sizes["train"]:

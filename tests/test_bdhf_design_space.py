@@ -1,0 +1,292 @@
+"""BDHF's design space: the block schemes against hand-written partitions of the paper's models,
+the glob schemes' one-line errors, the step with and without the full-GGN rescale against a
+dense block-diagonal Newton step, and the options through the registry and a TOML grid."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from dense_reference import dense_ggn
+from torch import nn
+
+from bdhf_bench.curvature import CrossEntropy, check_scheme, parse_groups, partition
+from bdhf_bench.optim import BlockDiagonalHF, ModelClosure, get_optimizer, param_groups_from_blocks
+from bdhf_bench.problems import get_problem, seeded_model
+from bdhf_bench.runner.tune import GridFileError, grid_settings, load_grid_file
+
+
+def _names(model: nn.Module, scheme) -> list[list[str]]:
+    """The partition as lists of parameter names (the oracle is written in names)."""
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    return [[name_of[id(p)] for p in b.params] for b in partition(model, scheme)]
+
+
+def _layer(*indices: int) -> list[str]:
+    return [f"{i}.{kind}" for i in indices for kind in ("weight", "bias")]
+
+
+@pytest.fixture(scope="module")
+def autoencoder():
+    # nn.Sequential(Flatten, Linear, Sigmoid, ...): the Linears sit at 1 3 5 7 | 8 10 12 14
+    return seeded_model(get_problem("mnist_autoencoder"), 0, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def lstm():
+    return seeded_model(get_problem("smnist_lstm"), 0, torch.device("cpu"))
+
+
+# -- partitions ----------------------------------------------------------------------------------
+
+
+def test_autoencoder_schemes_are_the_hand_written_partitions(autoencoder):
+    linears = (1, 3, 5, 7, 8, 10, 12, 14)
+    assert _names(autoencoder, "module") == [_layer(i) for i in linears]
+    assert _names(autoencoder, "pairs") == [
+        _layer(1, 3),
+        _layer(5, 7),
+        _layer(8, 10),
+        _layer(12, 14),
+    ]
+    # encoder 784-1000-500-250-30, decoder 30-250-500-1000-784
+    assert _names(autoencoder, "halves") == [_layer(1, 3, 5, 7), _layer(8, 10, 12, 14)]
+    assert _names(autoencoder, "tensor") == [[n] for n in _layer(*linears)]
+    assert _names(autoencoder, "all") == [_layer(*linears)]
+    assert [b.name for b in partition(autoencoder, "pairs")] == ["1+3", "5+7", "8+10", "12+14"]
+    globs = "code=7.*,8.*; rest=1.*,3.*,5.*,1?.*"
+    assert _names(autoencoder, globs) == [_layer(7, 8), _layer(1, 3, 5, 10, 12, 14)]
+    assert [b.name for b in partition(autoencoder, globs)] == ["code", "rest"]
+
+
+def test_lstm_schemes_keep_each_layer_whole(lstm):
+    def layer(i):
+        return [f"lstm.layers.{i}.{k}" for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+
+    fc = ["fc.weight", "fc.bias"]
+    assert _names(lstm, "module") == [layer(0), layer(1), layer(2), fc]
+    assert _names(lstm, "pairs") == [layer(0) + layer(1), layer(2) + fc]
+    assert _names(lstm, "halves") == [layer(0) + layer(1), layer(2) + fc]
+
+
+def test_odd_layer_counts():
+    net = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 1))
+    assert _names(net, "pairs") == [_layer(0, 2), _layer(4)]
+    assert _names(net, "halves") == [_layer(0, 2), _layer(4)]  # the first half takes the middle
+    single = nn.Linear(2, 1)
+    assert _names(single, "pairs") == _names(single, "halves") == [["weight", "bias"]]
+
+
+# -- glob schemes and their errors -----------------------------------------------------------------
+
+
+def test_parse_groups_and_canonical_form():
+    assert parse_groups("enc=1.*,3.*;dec=5.*") == {"enc": ["1.*", "3.*"], "dec": ["5.*"]}
+    assert check_scheme(" enc = 1.* , 3.* ; dec=5.* ") == "enc=1.*,3.*;dec=5.*"
+    assert check_scheme("pairs") == "pairs"
+
+
+@pytest.mark.parametrize(
+    ("scheme", "message"),
+    [
+        ("layers", r"unknown block scheme 'layers'; valid: module, tensor, all, pairs, halves"),
+        ("enc=1.*;;dec=5.*", r"has an empty block"),
+        ("enc=1.*;dec", r"block 'dec' of scheme .* needs the form name=glob,glob"),
+        ("enc=1.*;enc=3.*", r"block 'enc' appears twice"),
+        ("e c=1.*", r"block name 'e c' .* must be letters, digits, _ or -"),
+        ("enc=1.*,", r"glob '' of block 'enc'"),
+        ("enc=../1.*", r"glob '../1.\*' of block 'enc'"),
+    ],
+)
+def test_malformed_schemes_are_one_line_errors(scheme, message):
+    with pytest.raises(ValueError, match=message) as info:
+        check_scheme(scheme)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "message"),
+    [
+        ("enc=1.*,3.*,5.*,7.*", r"parameters in no block: 8.weight, 8.bias, 10.weight"),
+        ("a=1.*,3.*,5.*,7.*;b=7.*,8.*,1?.*", r"parameter '7.weight' matches blocks 'a' and 'b'"),
+        ("a=1.*,3.*,5.*,7.*,9.*;b=8.*,1?.*", r"glob '9.\*' of block 'a' matches no trainable"),
+    ],
+)
+def test_globs_must_cover_every_parameter_once(autoencoder, scheme, message):
+    with pytest.raises(ValueError, match=message) as info:
+        partition(autoencoder, scheme)
+    assert "\n" not in str(info.value)
+
+
+def test_frozen_parameters_need_no_block():
+    net = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))
+    net[0].requires_grad_(False)
+    assert _names(net, "last=2.*") == [_layer(2)]
+    assert _names(net, "halves") == [_layer(2)]
+
+
+# -- the step with and without the rescale ---------------------------------------------------------
+
+
+@pytest.fixture
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def _net_and_data():
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 3))
+    g = torch.Generator().manual_seed(4)
+    return net, torch.randn(30, 4, generator=g), torch.randint(0, 3, (30,), generator=g)
+
+
+def _flat(tensors):
+    return torch.cat([t.detach().reshape(-1) for t in tensors])
+
+
+def _dense(net, x, y):
+    big = dense_ggn(net, x, lambda out: F.cross_entropy(out, y))
+    net.zero_grad()
+    F.cross_entropy(net(x), y).backward()
+    return big, _flat([p.grad for p in net.parameters()])
+
+
+def _loss(net, x, y) -> float:
+    with torch.no_grad():
+        return float(F.cross_entropy(net(x), y))
+
+
+def _block_diagonal(big: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    out, i = torch.zeros_like(big), 0
+    for n in sizes:
+        out[i : i + n, i : i + n] = big[i : i + n, i : i + n]
+        i += n
+    return out
+
+
+def _one_step(net, x, y, lam, scheme, rescale):
+    opt = BlockDiagonalHF(
+        param_groups_from_blocks(partition(net, scheme)),
+        damping=lam,
+        rescale=rescale,
+        curvature_fraction=1.0,
+        warm_start=0.0,
+        cg_max_iters=200,
+        cg_tol=1e-14,
+        step_rule="fixed",
+    )
+    opt.step(ModelClosure(net, CrossEntropy(), x, y))
+    return opt.last_step
+
+
+@pytest.mark.parametrize("scheme", ["module", "pairs", "tensor"])
+def test_rescale_off_is_the_block_diagonal_newton_step_and_on_scales_it(float64, scheme):
+    net, x, y = _net_and_data()
+    lam = 0.03
+    theta = _flat(net.parameters())
+    big, g = _dense(net, x, y)
+    sizes = [sum(p.numel() for p in b.params) for b in partition(net, scheme)]
+    assert len(sizes) > 1
+    bd = _block_diagonal(big, sizes)
+    d = torch.linalg.solve(bd + lam * torch.eye(len(g)), -g)
+    f0 = _loss(net, x, y)
+
+    off = _one_step(net, x, y, lam, scheme, rescale=False)
+    torch.testing.assert_close(_flat(net.parameters()) - theta, d, rtol=1e-8, atol=1e-11)
+    assert off.scale == 1.0 and off.full_products == 0
+    # rho against the block-diagonal model the step minimises (undamped, as Martens')
+    f1 = _loss(net, x, y)
+    predicted = float(g @ d + 0.5 * d @ bd @ d)
+    assert off.rho == [pytest.approx((f1 - f0) / predicted, rel=1e-8)]
+
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(theta.clone(), net.parameters())
+    on = _one_step(net, x, y, lam, scheme, rescale=True)
+    alpha = min(1.0, float(-(g @ d) / (d @ big @ d)))
+    assert alpha < 0.95  # the blocks' solutions overshoot together: the rescale bites
+    assert on.scale == pytest.approx(alpha, rel=1e-9) and on.full_products == 1
+    torch.testing.assert_close(_flat(net.parameters()) - theta, alpha * d, rtol=1e-8, atol=1e-11)
+    f2 = _loss(net, x, y)
+    predicted = float(alpha * (g @ d) + 0.5 * alpha**2 * (d @ big @ d))
+    assert on.rho == [pytest.approx((f2 - f0) / predicted, rel=1e-8)]
+
+
+def test_rescale_off_per_block_damping_uses_each_blocks_own_model(float64):
+    net, x, y = _net_and_data()
+    theta = _flat(net.parameters())
+    big, g = _dense(net, x, y)
+    blocks = partition(net, "halves")
+    sizes = [sum(p.numel() for p in b.params) for b in blocks]
+    lam = 0.2
+    d = torch.linalg.solve(_block_diagonal(big, sizes) + lam * torch.eye(len(g)), -g)
+    f0 = _loss(net, x, y)
+    opt = BlockDiagonalHF(
+        param_groups_from_blocks(blocks),
+        damping=lam,
+        damping_mode="per_block",
+        rescale=False,
+        curvature_fraction=1.0,
+        warm_start=0.0,
+        cg_max_iters=200,
+        cg_tol=1e-14,
+        step_rule="fixed",
+    )
+    opt.step(ModelClosure(net, CrossEntropy(), x, y))
+    rho, lo = [], 0
+    for n in sizes:
+        only = torch.zeros_like(d)
+        only[lo : lo + n] = d[lo : lo + n]
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(theta + only, net.parameters())
+        f = _loss(net, x, y)
+        part = slice(lo, lo + n)
+        predicted = float(g[part] @ d[part] + 0.5 * d[part] @ big[part, part] @ d[part])
+        rho.append((f - f0) / predicted)
+        lo += n
+    assert opt.last_step.rho == [pytest.approx(r, rel=1e-8) for r in rho]
+    assert opt.last_step.full_products == 0 and opt.last_step.scale == 1.0
+
+
+# -- through the registry and a grid -------------------------------------------------------------
+
+
+def test_registry_options_and_defaults(autoencoder):
+    bdhf = get_optimizer("bdhf")
+    hp = bdhf.resolve({"blocks": "pairs", "rescale": "false"})
+    assert hp["blocks"] == "pairs" and hp["rescale"] is False
+    assert bdhf.resolve()["rescale"] is True and bdhf.resolve()["blocks"] == "module"
+    assert get_optimizer("hf").resolve()["rescale"] is True
+    assert bdhf.resolve({"blocks": "enc = 1.*,3.*,5.*,7.* ; dec=8.*,1?.*"})["blocks"] == (
+        "enc=1.*,3.*,5.*,7.*;dec=8.*,1?.*"
+    )
+    opt = bdhf.build(autoencoder, {"blocks": "halves", "rescale": False})
+    assert [len(b) for b in opt.blocks()] == [8, 8] and opt.hp["rescale"] is False
+    with pytest.raises(ValueError, match=r"hyperparameter blocks='layer' is not valid: unknown"):
+        bdhf.resolve({"blocks": "layer"})
+    with pytest.raises(ValueError, match=r"rescale='maybe' is not valid: must be true or false"):
+        bdhf.resolve({"rescale": "maybe"})
+
+
+def test_a_toml_grid_over_the_design_space(tmp_path):
+    bdhf = get_optimizer("bdhf")
+    path = tmp_path / "grid.toml"
+    path.write_text(
+        'optimizer = "bdhf"\n[grid]\nblocks = ["pairs", "enc=1.*;dec=3.*"]\n'
+        "rescale = [true, false]\n"
+        "[fixed]\ndamping = 10.0\n"
+    )
+    grid, fixed = load_grid_file(path, bdhf)
+    settings = grid_settings(bdhf, grid, fixed)
+    assert [(s["blocks"], s["rescale"]) for s in settings] == [
+        ("pairs", True),
+        ("pairs", False),
+        ("enc=1.*;dec=3.*", True),
+        ("enc=1.*;dec=3.*", False),
+    ]
+    assert all(s["damping"] == 10.0 for s in settings)
+    path.write_text('[grid]\nblocks = ["pairs", "enc=1.*;;dec=3.*"]\n')
+    with pytest.raises(GridFileError, match=r"blocks='enc=1.\*;;dec=3.\*' is not valid: .*empty"):
+        load_grid_file(path, bdhf)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import importlib.metadata
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -142,3 +145,23 @@ def test_problems_are_plain_frozen_data() -> None:
     assert isinstance(problem, Problem)
     with pytest.raises(dataclasses.FrozenInstanceError):
         problem.batch_size = 1  # type: ignore[misc]
+
+
+def test_settings_read_without_importing_deepobs_match_deepobs_config() -> None:
+    """Listing problems reads DeepOBS's config.py on its own (its package imports the analyzer,
+    ~3 s per process): the values must be the package's."""
+    code = (
+        "import json, sys\n"
+        "from bdhf_bench.problems import get_problem\n"
+        f"names = {DEEPOBS!r}\n"
+        "out = {n: [get_problem(n).batch_size, get_problem(n).num_epochs] for n in names}\n"
+        "out['deepobs imported'] = 'deepobs' in sys.modules\n"
+        "print(json.dumps(out))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    read = json.loads(done.stdout)
+    assert read.pop("deepobs imported") is False
+    default = {"batch_size": 128, "num_epochs": 100}
+    for name in DEEPOBS:
+        expected = DEFAULT_TEST_PROBLEMS_SETTINGS.get(name, default)
+        assert read[name] == [expected["batch_size"], expected["num_epochs"]], name

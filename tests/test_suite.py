@@ -6,20 +6,25 @@ from __future__ import annotations
 import pytest
 from runner_helpers import cli, load, result_files
 
-from bdhf_bench.runner.suite import SuiteError, load_suite
+from bdhf_bench.runner.run import RunOutcome
+from bdhf_bench.runner.store import ResultStore
+from bdhf_bench.runner.suite import SuiteError, load_suite, run_suite
 
 
 def test_shipped_suites_load():
     ci = load_suite("ci")
     problems = ("mnist1d_mlp", "mnist1d_cnn", "mnist1d_lstm", "digits_autoencoder")
     tuned = {(t.problem.name, t.entry.name) for t in ci.tunings}
-    fixed = {(s.problem, s.optimizer) for s in ci.runs}
-    # every optimizer on every problem, tuned except the LSTM's HF methods (fixed damping)
-    assert tuned | fixed == {(p, o) for p in problems for o in ("adam", "bdhf", "hf")}
-    assert fixed == {("mnist1d_lstm", "bdhf"), ("mnist1d_lstm", "hf")}
-    assert ci.size() == 60 and len(ci.runs) == 6
-    assert {s.data for s in ci.runs} == {"real"} == {t.data for t in ci.tunings}
-    assert {s.seed for s in ci.runs} == {42, 43, 44}
+    # every optimizer tuned on every problem; on the LSTM with CG capped (the suite's cost)
+    assert tuned == {(p, o) for p in problems for o in ("adam", "bdhf", "hf")}
+    assert ci.runs == [] and ci.size() == 4 * (3 + 3) + 8 * (2 + 3)
+    caps = {
+        t.entry.name: {s["cg_max_iters"] for s in t.settings}
+        for t in ci.tunings
+        if t.problem.name == "mnist1d_lstm" and t.entry.name != "adam"
+    }
+    assert caps == {"bdhf": {10}, "hf": {20}}
+    assert {t.data for t in ci.tunings} == {"real"}
     assert all(t.final_seeds == [42, 43, 44] for t in ci.tunings)
     small = load_suite("small")
     assert len(small.tunings) == 20 and all(len(t.final_seeds) == 10 for t in small.tunings)
@@ -99,3 +104,50 @@ def test_leaderboard_runs_a_suite_and_writes_its_report(tmp_path):
     assert "tiny_mlp" in text and (report / "index.html").is_file()
     again = cli("leaderboard", "--suite", suite, "--results", str(out), "--out", str(report), "-q")
     assert again.exit_code == 0 and again.output.count("skipped:") == 8
+
+
+class _RecordingExecutor:
+    """Answers every run with a made-up validation accuracy, and records each batch it got."""
+
+    def __init__(self, accuracy):
+        self.accuracy = accuracy
+        self.batches = []
+
+    def run(self, specs, store):
+        self.batches.append(list(specs))
+        return [
+            RunOutcome(
+                spec,
+                "finished",
+                result={"status": "finished", "valid_accuracies": [0.1, self.accuracy(spec)]},
+            )
+            for spec in specs
+        ]
+
+
+def test_a_suite_runs_every_search_at_once_then_every_winners_seeds(tmp_path):
+    (tmp_path / "lr.toml").write_text("optimizer = 'adam'\n[grid]\nlr = [0.001, 0.01, 0.1]\n")
+    suite = load_suite(
+        _write(
+            tmp_path,
+            "[defaults]\nsteps = 2\nseeds = [1, 2, 3]\ndata = 'synthetic'\n"
+            "[[experiment]]\nproblem = 'tiny_mlp'\noptimizers = ['adam', 'sgd']\n"
+            "batch_size = 16\ntune = { adam = 'lr.toml' }\n"
+            "[[experiment]]\nproblem = 'tiny_mlp'\noptimizers = ['adam']\nbatch_size = 32\n"
+            "tune = { adam = 'lr.toml' }\n",
+        )
+    )
+    best = {16: 0.01, 32: 0.1}  # a different winner per experiment
+
+    def accuracy(spec):
+        return 0.9 if spec.hyperparameters["lr"] == best[spec.batch_size] else 0.5
+
+    executor = _RecordingExecutor(accuracy)
+    outcomes = run_suite(suite, ResultStore(tmp_path / "results"), executor)
+    first, second = executor.batches  # two batches: a pool of workers is never left idle
+    searched = sorted((s.batch_size, s.hyperparameters["lr"], s.seed) for s in first[:6])
+    assert searched == [(b, lr, 1) for b in (16, 32) for lr in (0.001, 0.01, 0.1)]
+    assert sorted((s.optimizer, s.seed) for s in first[6:]) == [("sgd", 1), ("sgd", 2), ("sgd", 3)]
+    finals = sorted((s.batch_size, s.hyperparameters["lr"], s.seed) for s in second)
+    assert finals == [(b, best[b], seed) for b in (16, 32) for seed in (1, 2, 3)]
+    assert len(outcomes) == 9 + 6

@@ -18,8 +18,12 @@ Nets come from ``deepobs.pytorch.testproblems.testproblems_modules``, L2 factors
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import sys
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from types import ModuleType
 
 from torch import Tensor, nn
@@ -55,10 +59,28 @@ def _wrn164() -> nn.Module:
     return net
 
 
-def _settings(name: str) -> dict[str, int]:
-    from deepobs.config import DEFAULT_TEST_PROBLEMS_SETTINGS
+@functools.lru_cache(maxsize=1)
+def _deepobs_config() -> ModuleType:
+    """DeepOBS's ``config`` module, read from its own file without running ``deepobs/__init__``:
+    that imports DeepOBS's analyzer (matplotlib, pandas, ~3 s), which every process listing the
+    problems would pay for a table of constants (config.py imports nothing)."""
+    loaded = sys.modules.get("deepobs.config")
+    if loaded is not None:
+        return loaded
+    package = importlib.util.find_spec("deepobs")
+    if package is None or not package.submodule_search_locations:
+        raise ModuleNotFoundError("deepobs is not installed (pip install deepobs==1.2.0b0)")
+    path = Path(package.submodule_search_locations[0]) / "config.py"
+    spec = importlib.util.spec_from_file_location("_bdhf_deepobs_config", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    return DEFAULT_TEST_PROBLEMS_SETTINGS.get(name, CIFAR100_3C3D_SETTINGS)
+
+def _settings(name: str) -> dict[str, int]:
+    settings = _deepobs_config().DEFAULT_TEST_PROBLEMS_SETTINGS
+    return settings.get(name, CIFAR100_3C3D_SETTINGS)
 
 
 def _vae_batch(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

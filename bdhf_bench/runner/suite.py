@@ -249,15 +249,22 @@ def run_suite(
     executor: Executor,
     echo: Callable[[str], None] = lambda text: None,
 ) -> list[RunOutcome]:
-    """Every run of the suite (finished ones are skipped): tunings first (search, then the
-    winner's seeds), then the fixed runs."""
-    outcomes: list[RunOutcome] = []
+    """Every run of the suite (finished ones are skipped), in two batches so that a pool of
+    workers stays busy: every tuning search and every fixed run (they are independent), then
+    each tuning's selected setting with its remaining seeds."""
     for plan in suite.tunings:
         echo(f"tuning {plan.entry.name} on {plan.problem.name}: {len(plan.settings)} settings")
-        search = executor.run(plan.search_specs(), store)
-        best, _ = plan.select(search)
-        echo(f"selected on validation: {best}")
-        outcomes += search + executor.run(plan.final_specs(best), store)
-    if suite.runs:
-        outcomes += executor.run(suite.runs, store)
+    searches = [plan.search_specs() for plan in suite.tunings]
+    flat = [spec for specs in searches for spec in specs]
+    done = executor.run(flat + list(suite.runs), store)
+    outcomes = list(done)
+    finals = []
+    start = 0
+    for plan, specs in zip(suite.tunings, searches):
+        best, _ = plan.select(done[start : start + len(specs)])
+        start += len(specs)
+        echo(f"selected on validation for {plan.entry.name} on {plan.problem.name}: {best}")
+        finals += plan.final_specs(best)
+    if finals:
+        outcomes += executor.run(finals, store)
     return outcomes

@@ -1,25 +1,196 @@
-"""Per-step cost of BDHF and HF as multiples of an Adam step, beside their pass counts.
+"""Per-step cost of BDHF and HF against Adam, and against what their passes cost.
 
-On mnist_mlp and the MNIST deep autoencoder (synthetic data of the real shapes, the problems'
-batch sizes unless told otherwise), every optimizer steps on the same batches from the same
-initial weights, timed round-robin in one process (``bdhf_bench.runner.overhead``). A step's
-gradient-equivalents are 1 (the gradient) plus the curvature work: K products times their cost,
-the curvature forward pass, the J^T u recording, and the extra forward passes of the reduction
-ratio, CG-backtracking and line search, all counted from FLOPs.
+On each problem (synthetic data of the real shapes, the problems' batch sizes unless told
+otherwise) every optimizer steps on the same batches from the same initial weights, timed
+round-robin in one process (one step of each, then the next round), so machine noise hits all
+of them alike. Per optimizer:
+
+- ``s/step``: mean seconds per timed step (an HF step's work varies with its CG iterations, and
+  the FLOP model below is a mean over the same steps); Adam's is the median;
+- ``x Adam``: s/step over Adam's;
+- ``grad-eq``: the step's FLOPs over one gradient's, from the optimizer's pass counters
+  (``runner.cost``): a step that costs what its passes cost has ``x Adam == grad-eq``;
+- ``wall/FLOP``: ``x Adam / grad-eq``, the wall-clock per unit of FLOP model (1: no overhead
+  beyond Adam's own per-FLOP rate; the issue's target is <= 1.2 on one thread);
+- ``in prod``: the share of the step's time spent inside the curvature products.
 """
 
 from __future__ import annotations
 
+import contextlib
+import statistics
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import click
 import torch
 
-from ..runner.overhead import format_rows, measure_overhead
-from .timing import machine_options
+from ..curvature.ggn import GGNContext
+from ..data import train_stream
+from ..optim import BlockDiagonalHF, ModelClosure, get_optimizer
+from ..problems import get_problem, seeded_model
+from ..runner.cost import measure_cost
+from ..runner.loop import problem_data
+from .timing import machine_options, synchronize
 
-PROBLEMS = ("mnist_mlp", "mnist_autoencoder")
+PROBLEMS = ("mnist_mlp", "cifar10_3c3d", "smnist_lstm", "mnist_autoencoder")
+PRODUCTS = ("layout_mvp", "layout_full_mvp")
+
+
+@dataclass
+class StepCost:
+    problem: str
+    optimizer: str
+    seconds_per_step: float
+    ratio_to_adam: float
+    gradient_equivalents: float
+    product_share: float
+    cg_iterations: float
+
+    @property
+    def wall_per_flop(self) -> float:
+        """Wall-clock per unit of the FLOP model, relative to Adam's."""
+        return self.ratio_to_adam / self.gradient_equivalents
+
+
+class ProductTimer:
+    """Seconds spent inside the GGN products, summed while ``active`` is entered."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds = 0.0
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        originals = {name: getattr(GGNContext, name) for name in PRODUCTS}
+
+        def timed(fn: Any) -> Any:
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                synchronize(self.device)
+                start = time.perf_counter()
+                out = fn(*args, **kwargs)
+                synchronize(self.device)
+                self.seconds += time.perf_counter() - start
+                return out
+
+            return wrapper
+
+        try:
+            for name, fn in originals.items():
+                setattr(GGNContext, name, timed(fn))
+            yield
+        finally:
+            for name, fn in originals.items():
+                setattr(GGNContext, name, fn)
+
+
+def measure_step_cost(
+    problem_name: str,
+    optimizers: Sequence[tuple[str, Mapping[str, Any]]],
+    *,
+    device: torch.device,
+    batch_size: int | None = None,
+    steps: int = 5,
+    warmup: int = 1,
+    seed: int = 0,
+) -> list[StepCost]:
+    """One row per optimizer (Adam first, added if missing), measured side by side."""
+    problem = get_problem(problem_name)
+    batch = batch_size or problem.batch_size
+    if "adam" not in [n for n, _ in optimizers]:
+        optimizers = [("adam", {}), *optimizers]
+    splits = problem_data(
+        problem, batch_size=batch, source="synthetic", data_dir=None, device=device, seed=seed
+    )
+    stream = train_stream(splits, batch, seed=seed, augment=problem.augment)
+    batches: list[Any] = []
+    epoch = 0
+    while len(batches) < warmup + steps:
+        batches += list(stream.epoch(epoch))
+        epoch += 1
+    batches = batches[: warmup + steps]
+
+    def closure(model: torch.nn.Module, l2: list[float], x: Any, y: Any) -> ModelClosure:
+        inputs, targets = problem.prepare_batch(x, y)
+        return ModelClosure(model, problem.loss, inputs, targets, l2)
+
+    runs = []
+    for name, hps in optimizers:
+        model = seeded_model(problem, seed, device).train()
+        opt = get_optimizer(name).build(model, dict(hps))
+        runs.append((name, model, opt, problem.l2_coefficients(model)))
+    costs = [measure_cost(opt, closure(model, l2, *batches[0])) for _, model, opt, l2 in runs]
+    times: list[list[float]] = [[] for _ in runs]
+    prod: list[float] = [0.0 for _ in runs]
+    geq: list[float] = [0.0 for _ in runs]
+    iters: list[float] = [0.0 for _ in runs]
+    timer = ProductTimer(device)
+    for i, (x, y) in enumerate(batches):
+        for k, (_, model, opt, l2) in enumerate(runs):
+            c = closure(model, l2, x, y)
+            timer.seconds = 0.0
+            with timer.active():
+                synchronize(device)
+                start = time.perf_counter()
+                opt.step(c)
+                synchronize(device)
+                elapsed = time.perf_counter() - start
+            if i < warmup:
+                continue
+            times[k].append(elapsed)
+            prod[k] += timer.seconds
+            per_block, full = [0] * len(costs[k].block_products), 0
+            if isinstance(opt, BlockDiagonalHF):
+                per_block, full = opt.last_step.block_products, opt.last_step.full_products
+                iters[k] += max(opt.last_step.cg_iterations, default=0)
+            geq[k] += costs[k].gradient_equivalents(
+                c.counts.forward, c.counts.backward, per_block, full
+            )
+    names = [name for name, *_ in runs]
+    adam = statistics.median(times[names.index("adam")])
+    rows = []
+    for k, name in enumerate(names):
+        per_step = adam if name == "adam" else sum(times[k]) / len(times[k])
+        rows.append(
+            StepCost(
+                problem_name,
+                name,
+                per_step,
+                per_step / adam,
+                geq[k] / steps,
+                prod[k] / sum(times[k]),
+                iters[k] / steps,
+            )
+        )
+    return rows
+
+
+def format_rows(rows: Sequence[StepCost], batch_sizes: Mapping[str, int]) -> str:
+    header = (
+        f"{'problem':<24} {'optimizer':<9} {'s/step':>8} {'x Adam':>7} {'grad-eq':>8} "
+        f"{'wall/FLOP':>9} {'in prod':>7} {'CG its':>7}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        label = f"{r.problem}, batch {batch_sizes[r.problem]}"
+        lines.append(
+            f"{label:<24} {r.optimizer:<9} {r.seconds_per_step:>8.4f} {r.ratio_to_adam:>7.2f} "
+            f"{r.gradient_equivalents:>8.2f} {r.wall_per_flop:>9.2f} "
+            f"{r.product_share:>7.0%} {r.cg_iterations:>7.1f}"
+        )
+    return "\n".join(lines)
 
 
 @click.command("step-cost")
+@click.option(
+    "--problem",
+    "problems",
+    type=click.Choice(PROBLEMS),
+    multiple=True,
+    help="Problems to measure (repeatable; default: all four).",
+)
 @click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
 @click.option(
@@ -27,11 +198,19 @@ PROBLEMS = ("mnist_mlp", "mnist_autoencoder")
 )
 @machine_options
 def command(
-    steps: int, warmup: int, batch_size: int | None, device: torch.device, threads: int | None
+    problems: tuple[str, ...],
+    steps: int,
+    warmup: int,
+    batch_size: int | None,
+    device: torch.device,
+    threads: int | None,
 ) -> None:
-    """Seconds per step of bdhf and hf relative to Adam, with pass counts per step."""
-    for name in PROBLEMS:
-        rows = measure_overhead(
+    """Seconds per step of bdhf and hf against Adam and against their FLOP model."""
+    rows: list[StepCost] = []
+    sizes = {}
+    for name in problems or PROBLEMS:
+        sizes[name] = batch_size or get_problem(name).batch_size
+        rows += measure_step_cost(
             name,
             [("adam", {}), ("bdhf", {}), ("hf", {})],
             device=device,
@@ -39,13 +218,10 @@ def command(
             steps=steps,
             warmup=warmup,
         )
-        from ..problems import get_problem
-
-        batch = batch_size or get_problem(name).batch_size
-        click.echo(f"{name}, batch {batch}, {device}, {torch.get_num_threads()} threads")
-        click.echo(format_rows(rows))
-        click.echo("")
+    click.echo(f"{device}, {torch.get_num_threads()} threads, synthetic data")
+    click.echo(format_rows(rows, sizes))
     click.echo(
-        "fwd/bwd: passes per step in mini-batch units; products: GGN products per step (each "
-        "on the curvature sub-batch); grad-eq: the step's FLOPs / one gradient's"
+        "s/step: mean over the timed steps (Adam: median); grad-eq: the step's FLOPs / one "
+        "gradient's; wall/FLOP = (x Adam) / grad-eq; in prod: share of the step in curvature "
+        "products; CG its: the longest block's CG iterations per step"
     )

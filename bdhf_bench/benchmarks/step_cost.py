@@ -169,14 +169,14 @@ def measure_step_cost(
 
 def format_rows(rows: Sequence[StepCost], batch_sizes: Mapping[str, int]) -> str:
     header = (
-        f"{'problem':<24} {'optimizer':<9} {'s/step':>8} {'x Adam':>7} {'grad-eq':>8} "
+        f"{'problem':<30} {'optimizer':<9} {'s/step':>8} {'x Adam':>7} {'grad-eq':>8} "
         f"{'wall/FLOP':>9} {'in prod':>7} {'CG its':>7}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         label = f"{r.problem}, batch {batch_sizes[r.problem]}"
         lines.append(
-            f"{label:<24} {r.optimizer:<9} {r.seconds_per_step:>8.4f} {r.ratio_to_adam:>7.2f} "
+            f"{label:<30} {r.optimizer:<9} {r.seconds_per_step:>8.4f} {r.ratio_to_adam:>7.2f} "
             f"{r.gradient_equivalents:>8.2f} {r.wall_per_flop:>9.2f} "
             f"{r.product_share:>7.0%} {r.cg_iterations:>7.1f}"
         )

@@ -1,0 +1,199 @@
+"""Where an HF step's time goes: products, CG vector work, evaluations, the rest.
+
+Each optimizer takes the same steps on the same batches as in ``step-cost``; every part of a step
+is timed exclusively (a product inside CG counts as a product, not as CG):
+
+- ``products``: the GGN products (``GGNContext.layout_mvp`` / ``layout_full_mvp``);
+- ``CG vectors``: ``block_cg`` without its products (vector updates, inner products, the
+  stopping rule's small kernels and the host reads of the active-block mask);
+- ``evaluations``: the gradient, the curvature forward pass and the extra objective evaluations
+  (rho, CG-backtracking, line search);
+- ``rest``: the step's own bookkeeping (packing, clones, finiteness checks, parameter updates).
+
+A second pass under ``torch.profiler`` counts per step the aten calls, the host reads
+(``aten::_local_scalar_dense``: ``item``, ``float()``, ``bool()``, ``tolist``) and the time not
+spent inside any aten call (Python and dispatch; the profiler inflates it, so read it as a share).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import click
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import bdhf_bench.optim.hf as hf_module
+
+from ..curvature.ggn import GGNContext
+from ..data import train_stream
+from ..optim import ModelClosure, get_optimizer
+from ..problems import get_problem, seeded_model
+from ..runner.loop import problem_data
+from .timing import machine_options, synchronize
+
+PROBLEMS = ("mnist_mlp", "cifar10_3c3d", "smnist_lstm", "mnist_autoencoder")
+PARTS = ("products", "CG vectors", "evaluations", "rest")
+
+
+class PartTimer:
+    """Exclusive seconds per part: time in a nested part is taken out of its parent's."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds = dict.fromkeys(PARTS, 0.0)
+        self._stack: list[list[Any]] = []
+
+    def wrap(self, part: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            synchronize(self.device)
+            frame = [part, time.perf_counter(), 0.0]
+            self._stack.append(frame)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                synchronize(self.device)
+                self._stack.pop()
+                total = time.perf_counter() - frame[1]
+                self.seconds[part] += total - frame[2]
+                if self._stack:
+                    self._stack[-1][2] += total
+
+        return wrapper
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        patches = [
+            (GGNContext, "layout_mvp", "products"),
+            (GGNContext, "layout_full_mvp", "products"),
+            (hf_module, "block_cg", "CG vectors"),
+            (ModelClosure, "__call__", "evaluations"),
+            (ModelClosure, "evaluate", "evaluations"),
+            (ModelClosure, "curvature", "evaluations"),
+        ]
+        originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+        try:
+            for (owner, name, part), (_, _, fn) in zip(patches, originals):
+                setattr(owner, name, self.wrap(part, fn))
+            yield
+        finally:
+            for owner, name, fn in originals:
+                setattr(owner, name, fn)
+
+
+def profile_steps(
+    problem_name: str,
+    optimizer: str,
+    *,
+    device: torch.device,
+    steps: int = 3,
+    warmup: int = 1,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Milliseconds per step by part, and per-step counts from the profiler."""
+    problem = get_problem(problem_name)
+    batch = problem.batch_size
+    splits = problem_data(
+        problem, batch_size=batch, source="synthetic", data_dir=None, device=device, seed=seed
+    )
+    stream = train_stream(splits, batch, seed=seed, augment=problem.augment)
+    batches = list(stream.epoch(0))
+    while len(batches) < warmup + 2 * steps:
+        batches += batches
+    model = seeded_model(problem, seed, device).train()
+    opt = get_optimizer(optimizer).build(model, {})
+    l2 = problem.l2_coefficients(model)
+
+    def step(x: Any, y: Any) -> None:
+        inputs, targets = problem.prepare_batch(x, y)
+        opt.step(ModelClosure(model, problem.loss, inputs, targets, l2))
+
+    for x, y in batches[:warmup]:
+        step(x, y)
+    timer = PartTimer(device)
+    total = 0.0
+    for x, y in batches[warmup : warmup + steps]:
+        with timer.active():
+            synchronize(device)
+            start = time.perf_counter()
+            wrapped = timer.wrap("rest", step)
+            wrapped(x, y)
+            total += time.perf_counter() - start
+    out = {"step": 1e3 * total / steps}
+    out.update({k: 1e3 * v / steps for k, v in timer.seconds.items()})
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        synchronize(device)
+        start = time.perf_counter()
+        for x, y in batches[warmup + steps : warmup + 2 * steps]:
+            step(x, y)
+        synchronize(device)
+        wall = time.perf_counter() - start
+    events = prof.events()
+    top = [e for e in events if e.cpu_parent is None and e.name.startswith("aten::")]
+    in_aten = sum(e.cpu_time_total for e in top) / 1e6
+    out["aten calls"] = sum(1 for e in events if e.name.startswith("aten::")) / steps
+    out["host reads"] = sum(1 for e in events if e.name == "aten::_local_scalar_dense") / steps
+    out["outside aten"] = max(0.0, 1.0 - in_aten / wall)
+    return out
+
+
+def format_profile(rows: list[tuple[str, str, dict[str, float]]]) -> str:
+    header = (
+        f"{'problem':<18} {'optimizer':<9} {'ms/step':>8} "
+        + " ".join(f"{p:>11}" for p in PARTS)
+        + f" {'aten calls':>10} {'host reads':>10} {'outside aten':>12}"
+    )
+    lines = [header, "-" * len(header)]
+    for problem, optimizer, r in rows:
+        parts = " ".join(f"{r[p]:>6.1f} {r[p] / r['step']:>3.0%}" for p in PARTS)
+        lines.append(
+            f"{problem:<18} {optimizer:<9} {r['step']:>8.1f} {parts} {r['aten calls']:>10.0f} "
+            f"{r['host reads']:>10.1f} {r['outside aten']:>12.0%}"
+        )
+    return "\n".join(lines)
+
+
+@click.command("step-profile")
+@click.option(
+    "--problem",
+    "problems",
+    type=click.Choice(PROBLEMS),
+    multiple=True,
+    help="Problems to profile (repeatable; default: mnist_mlp, cifar10_3c3d, smnist_lstm).",
+)
+@click.option(
+    "--optimizer",
+    "optimizers",
+    type=click.Choice(["bdhf", "hf"]),
+    multiple=True,
+    help="Optimizers to profile (repeatable; default: both).",
+)
+@click.option("--steps", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
+@machine_options
+def command(
+    problems: tuple[str, ...],
+    optimizers: tuple[str, ...],
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    threads: int | None,
+) -> None:
+    """Milliseconds per HF step by part (products, CG vectors, evaluations, rest)."""
+    rows = []
+    for name in problems or PROBLEMS[:3]:
+        for opt in optimizers or ("bdhf", "hf"):
+            rows.append(
+                (name, opt, profile_steps(name, opt, device=device, steps=steps, warmup=warmup))
+            )
+    click.echo(f"{device}, {torch.get_num_threads()} threads, synthetic data")
+    click.echo(format_profile(rows))
+    click.echo(
+        "each part: ms per step and its share; aten calls and host reads per step, and the share "
+        "of the step outside any aten call (Python and dispatch), from a second, profiled pass"
+    )

@@ -1,0 +1,93 @@
+"""``bench step-cost`` and ``bench step-profile``: their timers against known sleeps, their rows
+against closed forms (Adam's step is one gradient), and the commands end to end."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import bdhf_bench.optim.hf as hf_module
+from bdhf_bench.benchmarks import step_cost, step_profile
+from bdhf_bench.cli import main
+from bdhf_bench.curvature.ggn import GGNContext
+from bdhf_bench.optim import ModelClosure
+
+
+def test_product_timer_counts_time_inside_the_products_only(monkeypatch):
+    monkeypatch.setattr(GGNContext, "layout_mvp", lambda self, *a, **k: time.sleep(0.05))
+    patched = GGNContext.layout_mvp
+    timer = step_cost.ProductTimer(torch.device("cpu"))
+    with timer.active():
+        GGNContext.layout_mvp(None)
+        time.sleep(0.03)  # outside a product
+        GGNContext.layout_mvp(None)
+    assert timer.seconds == pytest.approx(0.10, abs=0.02)
+    assert GGNContext.layout_mvp is patched  # restored on exit
+
+
+def test_part_timer_is_exclusive_and_restores(monkeypatch):
+    monkeypatch.setattr(GGNContext, "layout_mvp", lambda self, *a, **k: time.sleep(0.04))
+
+    def cg(*args, **kwargs):
+        time.sleep(0.02)
+        GGNContext.layout_mvp(None)
+        GGNContext.layout_mvp(None)
+
+    monkeypatch.setattr(hf_module, "block_cg", cg)
+    originals = (hf_module.block_cg, ModelClosure.__call__, GGNContext.layout_full_mvp)
+    timer = step_profile.PartTimer(torch.device("cpu"))
+    with timer.active():
+        step = timer.wrap("rest", lambda: (time.sleep(0.01), hf_module.block_cg()))
+        step()
+    s = timer.seconds
+    assert s["products"] == pytest.approx(0.08, abs=0.015)
+    assert s["CG vectors"] == pytest.approx(0.02, abs=0.015)
+    assert s["rest"] == pytest.approx(0.01, abs=0.015)
+    assert s["evaluations"] == 0.0
+    assert (hf_module.block_cg, ModelClosure.__call__, GGNContext.layout_full_mvp) == originals
+
+
+def test_step_cost_rows_on_mnist_mlp():
+    rows = step_cost.measure_step_cost(
+        "mnist_mlp",
+        [("bdhf", {"cg_max_iters": 3}), ("hf", {"cg_max_iters": 3})],
+        device=torch.device("cpu"),
+        batch_size=16,
+        steps=2,
+        warmup=0,
+    )
+    assert [r.optimizer for r in rows] == ["adam", "bdhf", "hf"]
+    adam, bdhf, hf = rows
+    # Adam: one gradient per step, no products, the reference of both ratios
+    assert adam.gradient_equivalents == pytest.approx(1.0)
+    assert adam.ratio_to_adam == 1.0 and adam.wall_per_flop == 1.0
+    assert adam.product_share == 0.0 and adam.cg_iterations == 0.0
+    for r in (bdhf, hf):
+        assert r.gradient_equivalents > 1.5
+        assert r.wall_per_flop == pytest.approx(r.ratio_to_adam / r.gradient_equivalents)
+        assert 0.05 < r.product_share < 1.0  # products are a third of these steps
+        assert 1.0 <= r.cg_iterations <= 3.0
+
+
+def test_commands_print_their_tables():
+    out = CliRunner().invoke(
+        main,
+        ["bench", "step-cost", "--problem", "mnist_mlp", "--steps", "1", "--warmup", "0"],
+    )
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert "wall/FLOP" in lines[1] and "in prod" in lines[1]
+    assert [ln.split()[3] for ln in lines[3:6]] == ["adam", "bdhf", "hf"]
+    out = CliRunner().invoke(
+        main,
+        ["bench", "step-profile", "--problem", "mnist_mlp", "--optimizer", "bdhf", "--steps", "1"],
+    )
+    assert out.exit_code == 0, out.output
+    row = out.output.splitlines()[3].split()
+    assert row[:2] == ["mnist_mlp", "bdhf"]
+    # the parts add up to the step (exclusive timing): products, CG, evaluations, rest
+    step_ms, parts = float(row[2]), [float(row[i]) for i in (3, 5, 7, 9)]
+    assert sum(parts) == pytest.approx(step_ms, rel=0.02)

@@ -104,12 +104,14 @@ def block_cg(
     preconditioner: Tensor | None = None,
     keep_iterates: bool = False,
     residual_tol: float = 1e-10,
+    check_every: int = 1,
 ) -> CGResult:
     """Solve ``(A_bb + damping_b I) x_b = b_b`` for every block b.
 
     Args:
         matvec: ``matvec(p, active) -> A p`` on packed vectors, undamped; segments of blocks
-            not in ``active`` may hold anything (they are ignored).
+            not in ``active`` may hold anything (they are ignored). It may return the same
+            buffer at every call (CG reads it only until the next call).
         b: the right-hand side (packed), e.g. minus the gradient.
         layout: the blocks.
         damping: lambda, one value or one per block.
@@ -119,9 +121,17 @@ def block_cg(
         preconditioner: a positive diagonal M (packed); CG then runs on M^-1 A.
         keep_iterates: keep iterates for CG-backtracking.
         residual_tol: the relative (preconditioned) residual at which a block counts as solved.
+        check_every: read which blocks still run back to the host every this many iterations
+            (1: every iteration). Between reads a block that stopped on the device still gets
+            its product computed (counted in ``matvecs`` and ``block_products``) but takes no
+            step, so x, phi, the iterations, the stop reasons and the kept iterates are those
+            of ``check_every=1``; only a block stopped by a non-finite product may then end
+            with non-finite entries in its segment of x (such a result is rejected anyway).
     """
     if b.shape != (layout.numel,):
         raise ValueError(f"right-hand side of shape {tuple(b.shape)}, expected ({layout.numel},)")
+    if check_every < 1:
+        raise ValueError(f"check_every must be >= 1, got {check_every}")
     nb, dev, dtype = layout.num_blocks, b.device, b.dtype
     max_its = _per_block("max_iters", max_iters, nb)
     min_its = _per_block("min_iters", min_iters, nb)
@@ -139,9 +149,15 @@ def block_cg(
     if preconditioner is not None and preconditioner.shape != b.shape:
         raise ValueError("the preconditioner must have the shape of b")
     sizes = layout.block_numels
+    one_lambda = len(set(lam)) == 1
 
     def damped(p: Tensor, active: Sequence[bool]) -> Tensor:
         ap = matvec(p, active)
+        if one_lambda:
+            # one kernel; inactive segments are ignored, so damping them too is harmless
+            if lam[0]:
+                ap.add_(p, alpha=lam[0])
+            return ap
         for k, (ap_k, p_k) in enumerate(zip(ap.split(sizes), p.split(sizes))):
             if active[k] and lam[k]:
                 ap_k.add_(p_k, alpha=lam[k])
@@ -175,11 +191,11 @@ def block_cg(
     reason = torch.where(ry <= 0, _CONVERGED, torch.zeros(nb, dtype=torch.long, device=dev))
     active = reason == _RUNNING
     host_active = active.tolist()
+    stopped_at = None if check_every == 1 else torch.zeros(nb, dtype=torch.long, device=dev)
 
     schedule = set(backtracking_schedule(limit)) if keep_iterates else set()
     iterates: list[tuple[int, Tensor]] = []
-    views = list(zip(x.split(sizes), r.split(sizes), y.split(sizes), p.split(sizes)))
-    m_views = None if preconditioner is None else preconditioner.split(sizes)
+    xs, rs, ys, ps = (list(v.split(sizes)) for v in (x, r, y, p))
     i = 0
     while any(host_active):
         i += 1
@@ -194,20 +210,27 @@ def block_cg(
         reason = torch.where(active & finite & ~curved, _CURVATURE, reason)
         step = active & curved
         alpha = torch.where(step, ry / torch.where(curved, pap, 1.0), 0.0)
-        alpha_v = alpha.to(dtype)
+        # The running blocks' vector updates, each a C++ loop over their segments (views);
+        # per element the same kernels as one addcmul_ per block, so the same bits.
+        on = [k for k, a in enumerate(host_active) if a]
+        alpha_v = alpha.to(dtype).unbind()
+        alpha_on = [alpha_v[k] for k in on]
+        torch._foreach_addcmul_([xs[k] for k in on], [ps[k] for k in on], alpha_on)
         ap_views = ap.split(sizes)
-        for k, (x_k, r_k, y_k, p_k) in enumerate(views):
-            if host_active[k]:
-                x_k.addcmul_(p_k, alpha_v[k])
-                r_k.addcmul_(ap_views[k], alpha_v[k])
-                if m_views is not None:
-                    torch.div(r_k, m_views[k], out=y_k)
+        torch._foreach_addcmul_([rs[k] for k in on], [ap_views[k] for k in on], alpha_on)
+        if preconditioner is not None:
+            if len(on) == nb:
+                torch.div(r, preconditioner, out=y)
+            else:
+                m_views = preconditioner.split(sizes)
+                for k in on:
+                    torch.div(rs[k], m_views[k], out=ys[k])
         ry_new = dots(r, y, host_active)
         beta = torch.where(step & (ry > 0), ry_new / torch.where(ry > 0, ry, 1.0), 0.0)
-        beta_v = beta.to(dtype)
-        for k, (_, _, y_k, p_k) in enumerate(views):
-            if host_active[k]:
-                p_k.mul_(beta_v[k]).sub_(y_k)
+        beta_v = beta.to(dtype).unbind()
+        p_on = [ps[k] for k in on]
+        torch._foreach_mul_(p_on, [beta_v[k] for k in on])
+        torch._foreach_sub_(p_on, [ys[k] for k in on])
         # CG's exact recurrence for the quadratic model: phi_{i+1} = phi_i - alpha_i r_i.y_i / 2
         phi = torch.where(step, phi - 0.5 * alpha * ry, phi)
         ry = torch.where(step, ry_new, ry)
@@ -227,11 +250,18 @@ def block_cg(
             reason = torch.where((reason == _RUNNING) & (max_t <= i), _MAX_ITERS, reason)
         elif i >= limit:
             reason = torch.where(reason == _RUNNING, _MAX_ITERS, reason)
+        if stopped_at is not None:
+            stopped_at = torch.where(active & (reason != _RUNNING), i, stopped_at)
         active = reason == _RUNNING
         if i in schedule:
             iterates.append((i, x.clone()))
-        host_active = active.tolist()
+        if stopped_at is None or i % check_every == 0 or i >= limit:
+            host_active = active.tolist()
 
+    if stopped_at is not None and i > 0:
+        # the iteration at which the last block stopped: where check_every=1 would have ended
+        i = int(stopped_at.max())
+        iterates = [(j, v) for j, v in iterates if j <= i]
     if keep_iterates and (not iterates or iterates[-1][0] != i):
         iterates.append((i, x.clone()))
     return CGResult(

@@ -160,13 +160,27 @@ class GGNContext:
 
     # -- products ------------------------------------------------------------------------------
 
-    def _restricted_product(self, indices: Sequence[int], v: Sequence[Tensor]) -> list[Tensor]:
+    def _restricted_product(
+        self,
+        indices: Sequence[int],
+        v: Sequence[Tensor],
+        out: Sequence[Tensor] | None = None,
+    ) -> list[Tensor]:
+        """``G_SS v``; with ``out`` (one tensor per index) written there, the same bits."""
         for i, t in zip(indices, v):
             p = self.params[i]
             if t.shape != p.shape:
                 raise ValueError(f"vector of shape {tuple(t.shape)} for parameter {tuple(p.shape)}")
         gv = self.vjp(indices, self.output_hessian(self.jvp(indices, v)))
-        return [g + self.l2[i] * t if self.l2[i] else g for i, g, t in zip(indices, gv, v)]
+        if out is None:
+            return [g + self.l2[i] * t if self.l2[i] else g for i, g, t in zip(indices, gv, v)]
+        for i, g, t, o in zip(indices, gv, v, out):
+            if self.l2[i]:
+                torch.mul(t, self.l2[i], out=o)  # g + (l2 t), rounded as above
+                o.add_(g)
+            else:
+                o.copy_(g)
+        return list(out)
 
     def mvp(self, v: Sequence[Tensor]) -> list[Tensor]:
         """The full product ``G v`` (v and the result in the order of ``params``)."""
@@ -192,6 +206,12 @@ class GGNContext:
                 _check_finite(v)
         return self._block_products(blocks, vs)
 
+    def _indices(self, block: Sequence[Tensor]) -> list[int]:
+        try:
+            return [self._index[id(p)] for p in block]
+        except KeyError:
+            raise ValueError("a block holds a tensor that is not among the parameters") from None
+
     def _block_products(
         self,
         blocks: Sequence[Sequence[Tensor]],
@@ -204,21 +224,32 @@ class GGNContext:
                 continue
             if len(v) != len(block):
                 raise ValueError(f"block of {len(block)} tensors got {len(v)} vectors")
-            try:
-                indices = [self._index[id(p)] for p in block]
-            except KeyError:
-                raise ValueError(
-                    "a block holds a tensor that is not among the parameters"
-                ) from None
-            out.append(self._restricted_product(indices, v))
+            out.append(self._restricted_product(self._indices(block), v))
         return out
 
-    def layout_mvp(self, layout: BlockLayout, flat: Tensor, active: Sequence[bool]) -> Tensor:
+    def layout_mvp(
+        self,
+        layout: BlockLayout,
+        flat: Tensor,
+        active: Sequence[bool],
+        out: Tensor | None = None,
+    ) -> Tensor:
         """Block products on a packed vector, for CG's hot loop (no checks that read values).
 
         The active blocks' segments of the result hold ``G_bb v_b``; inactive ones are zero.
+        With ``out`` (packed like ``flat``, not overlapping it) the result is written there and
+        returned: the same values as without, and no new vector per call.
         """
         per_block = layout.unpack_blocks(flat)
+        if out is not None:
+            targets = layout.unpack_blocks(out)
+            for block, v, o, a in zip(layout.blocks, per_block, targets, active):
+                if not a:
+                    for t in o:
+                        t.zero_()
+                    continue
+                self._restricted_product(self._indices(block), v, o)
+            return out
         vs = [v if a else None for v, a in zip(per_block, active)]
         res = self._block_products(layout.blocks, vs)
         parts = [

@@ -398,8 +398,9 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         stats.curvature_share = closure.curvature_share
         lam = self._damping()
         precond = self._preconditioner(closure, layout, lam) if hp["precondition"] else None
+        product = torch.empty_like(g)  # every CG product is written here: no vector per call
         res = block_cg(
-            lambda v, active: ctx.layout_mvp(layout, v, active),
+            lambda v, active: ctx.layout_mvp(layout, v, active, out=product),
             -g,
             layout,
             lam,

@@ -79,7 +79,7 @@ def test_commands_print_their_tables():
     )
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()
-    assert "wall/FLOP" in lines[1] and "in prod" in lines[1]
+    assert "wall/FLOP" in lines[1] and "in prod" in lines[1] and "every 1 iteration" in lines[0]
     assert [ln.split()[3] for ln in lines[3:6]] == ["adam", "bdhf", "hf"]
     out = CliRunner().invoke(
         main,
@@ -91,3 +91,12 @@ def test_commands_print_their_tables():
     # the parts add up to the step (exclusive timing): products, CG, evaluations, rest
     step_ms, parts = float(row[2]), [float(row[i]) for i in (3, 5, 7, 9)]
     assert sum(parts) == pytest.approx(step_ms, rel=0.02)
+
+
+def test_cg_check_every_reaches_the_optimizers_cg():
+    real = hf_module.block_cg
+    with step_cost._cg_options(1):
+        assert hf_module.block_cg is real
+    with step_cost._cg_options(5):
+        assert hf_module.block_cg.func is real and hf_module.block_cg.keywords == {"check_every": 5}
+    assert hf_module.block_cg is real

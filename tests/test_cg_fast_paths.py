@@ -187,3 +187,97 @@ def test_layout_product_into_a_buffer_is_the_packed_product(active):
             assert torch.equal(got[lo:hi], torch.zeros(hi - lo))
         else:
             assert got[lo:hi].abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_all_finite_is_isfinite_all(dtype):
+    from bdhf_bench.curvature import all_finite
+
+    g = torch.Generator().manual_seed(0)
+    for bad in (math.nan, math.inf, -math.inf, None):
+        for pos in (0, 17, 99_999):
+            t = torch.randn(100_000, generator=g, dtype=torch.float64).to(dtype)
+            if bad is not None:
+                t[pos] = bad
+            assert all_finite(t) == bool(torch.isfinite(t).all()) == (bad is None)
+    assert all_finite(torch.empty(0, dtype=dtype))
+    big = torch.full((10,), torch.finfo(dtype).max, dtype=dtype)  # finite, but sums overflow
+    assert all_finite(big) and all_finite(-big)
+
+
+def _old_engine(monkeypatch):
+    """The step as before: the reference loop, and products packed into a new vector."""
+    import bdhf_bench.optim.hf as hf_module
+
+    real = GGNContext.layout_mvp
+
+    def packed(self, layout, flat, active, out=None):
+        return real(self, layout, flat, active)
+
+    monkeypatch.setattr(hf_module, "block_cg", reference_block_cg)
+    monkeypatch.setattr(GGNContext, "layout_mvp", packed)
+
+
+@pytest.mark.parametrize(
+    "kind, settings",
+    [
+        ("bdhf", {}),
+        ("bdhf", {"damping_mode": "per_block", "precondition": True, "cg_max_iters": 7}),
+        ("hf", {"cg_max_iters": 30}),
+    ],
+)
+def test_optimizer_steps_are_bitwise_the_old_engines(monkeypatch, kind, settings):
+    from bdhf_bench.optim import (
+        BlockDiagonalHF,
+        HessianFree,
+        ModelClosure,
+        param_groups_from_blocks,
+    )
+
+    def run():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(12, 20), nn.Tanh(), nn.Linear(20, 16), nn.Tanh())
+        model.append(nn.Linear(16, 4))
+        x = torch.randn(64, 12)
+        y = torch.randint(0, 4, (64,))
+        l2 = [1e-3 if p.dim() > 1 else 0.0 for p in model.parameters()]
+        if kind == "hf":
+            opt = HessianFree(model.parameters(), **settings)
+        else:
+            opt = BlockDiagonalHF(param_groups_from_blocks(partition(model)), **settings)
+        stats = []
+        for k in range(4):
+            opt.step(ModelClosure(model, CrossEntropy(), x[16 * k :], y[16 * k :], l2))
+            stats.append(opt.last_step)
+        return [p.detach().clone() for p in model.parameters()], stats
+
+    new_params, new_stats = run()
+    _old_engine(monkeypatch)
+    old_params, old_stats = run()
+    assert all(torch.equal(a, b) for a, b in zip(new_params, old_params))
+    assert new_stats == old_stats
+    assert sum(sum(s.cg_iterations) for s in new_stats) > 8 and new_stats[-1].accepted
+
+
+def test_a_nonfinite_solution_without_a_nonfinite_stop_is_rejected(monkeypatch):
+    """The step's one finiteness check of CG's x (all_finite) rejects the step and stores no
+    warm start, also when no block stopped as non-finite (an overflow in the last update)."""
+    import bdhf_bench.optim.hf as hf_module
+    from bdhf_bench.optim import BlockDiagonalHF, ModelClosure, param_groups_from_blocks
+
+    def overflowing(*args, **kwargs):
+        res = block_cg(*args, **kwargs)
+        res.x[3] = math.inf
+        assert "nonfinite" not in res.stop_reasons
+        return res
+
+    monkeypatch.setattr(hf_module, "block_cg", overflowing)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3))
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = BlockDiagonalHF(param_groups_from_blocks(partition(model)), cg_max_iters=5)
+    opt.step(ModelClosure(model, CrossEntropy(), x, y))
+    assert opt.last_step.outcome == "nonfinite_curvature" and not opt.last_step.accepted
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all("cg_solution" not in opt.state[p] for p in model.parameters())

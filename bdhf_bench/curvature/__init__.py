@@ -2,7 +2,7 @@
 parameter blocks, and block-batched conjugate gradient. Knows nothing of problems or the CLI."""
 
 from .blocks import SCHEMES, BlockLayout, ParamBlock, check_scheme, parse_groups, partition
-from .cg import STOP_REASONS, CGResult, backtracking_schedule, block_cg
+from .cg import STOP_REASONS, CGResult, all_finite, backtracking_schedule, block_cg
 from .ggn import GGNContext
 from .losses import (
     MSE,
@@ -27,6 +27,7 @@ __all__ = [
     "OutputHessian",
     "OutputLoss",
     "ParamBlock",
+    "all_finite",
     "as_output_loss",
     "backtracking_schedule",
     "block_cg",

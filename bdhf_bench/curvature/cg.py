@@ -49,6 +49,14 @@ STOP_REASONS = (
 _RUNNING, _MAX_ITERS, _PROGRESS, _CURVATURE, _CONVERGED, _NONFINITE = range(6)
 
 
+def all_finite(t: Tensor) -> bool:
+    """Whether every entry of ``t`` is finite: one pass (``aminmax`` propagates NaN) and one host
+    read, where ``isfinite(t).all()`` makes four passes and a temporary of t's size."""
+    if t.numel() == 0:
+        return True
+    return all(math.isfinite(v) for v in torch.stack(torch.aminmax(t)).tolist())
+
+
 def backtracking_schedule(max_iters: int, first: float = 5.0, ratio: float = 1.3) -> list[int]:
     """The iterations i = ceil(5 * 1.3^j) at which CG keeps an iterate (up to max_iters)."""
     out: list[int] = []

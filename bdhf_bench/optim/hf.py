@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..curvature import BlockLayout, GGNContext, block_cg
+from ..curvature import BlockLayout, GGNContext, all_finite, block_cg
 from .closure import ModelClosure
 from .preconditioner import squared_gradient_diagonal
 
@@ -390,7 +390,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         stats.loss = f0.item()
         g = layout.pack([p.grad for p in layout.params])
         theta0 = [p.detach().clone() for p in layout.params]
-        if not (math.isfinite(stats.loss) and bool(torch.isfinite(g).all())):
+        if not (math.isfinite(stats.loss) and all_finite(g)):
             self._finish(stats, closure, passes0, theta0, "nonfinite_loss")
             return f0
 
@@ -414,8 +414,9 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         stats.cg_iterations = res.iterations
         stats.cg_stop_reasons = res.stop_reasons
         stats.block_products = list(res.block_products)
-        self._store_warm_start(layout, res.x)
-        if "nonfinite" in res.stop_reasons or not bool(torch.isfinite(res.x).all()):
+        finite_x = all_finite(res.x)
+        self._store_warm_start(layout, res.x, finite_x)
+        if "nonfinite" in res.stop_reasons or not finite_x:
             self._finish(stats, closure, passes0, theta0, "nonfinite_curvature", ctx=ctx)
             return f0
 
@@ -478,8 +479,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             x0[lo:hi] *= c
         return x0
 
-    def _store_warm_start(self, layout: BlockLayout, x: Tensor) -> None:
-        finite = bool(torch.isfinite(x).all())
+    def _store_warm_start(self, layout: BlockLayout, x: Tensor, finite: bool) -> None:
         for p, v in zip(layout.params, layout.unpack(x)):
             self.state[p]["cg_solution"] = v.clone() if finite else torch.zeros_like(p)
 

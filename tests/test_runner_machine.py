@@ -55,10 +55,14 @@ def test_run_sets_and_records_threads_and_the_cpu(tmp_path):
 
 def test_local_workers_default_to_one_thread_each(tmp_path, monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 8)  # a big machine: 4 threads per worker before
-    executor = LocalExecutor(2, Execution(torch.device("cpu"), progress=False))
-    outcomes = executor.run([_spec(1e-3), _spec(1e-2)], ResultStore(tmp_path))
-    assert [o.status for o in outcomes] == ["finished", "finished"]
-    assert [load(o.path)["environment"]["threads"] for o in outcomes] == [1, 1]
+    lines: list[str] = []
+    executor = LocalExecutor(2, Execution(torch.device("cpu"), progress=False), echo=lines.append)
+    outcomes = executor.run([_spec(1e-3), _spec(1e-2), _spec(1e-1)], ResultStore(tmp_path))
+    assert [o.status for o in outcomes] == ["finished"] * 3
+    assert [load(o.path)["environment"]["threads"] for o in outcomes] == [1, 1, 1]
+    # the pool starts the third run when one finishes: 2 running, then 1, then none
+    running = [int(re.search(r"(\d+) running", line).group(1)) for line in lines]
+    assert running == [2, 1, 0]
 
 
 def test_progress_and_checkpoints_do_not_wait_for_the_loss_read_back(tmp_path, monkeypatch, capsys):

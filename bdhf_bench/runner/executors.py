@@ -209,7 +209,9 @@ class LocalExecutor:
                     futures[fut] = i
                 report.running = min(len(futures), self.workers)
                 busy = []
+                left = len(futures)
                 for fut in cf.as_completed(futures):
+                    left -= 1
                     i = futures[fut]
                     status, path, error, seconds = fut.result()
                     if status == "busy":
@@ -217,7 +219,7 @@ class LocalExecutor:
                         continue
                     out = RunOutcome(specs[i], status, Path(path) if path else None, error=error)
                     outcomes[i] = out
-                    report.running = max(0, report.running - 1)
+                    report.running = min(left, self.workers)  # the pool starts the next
                     if error:
                         self.echo(f"FAILED {specs[i].label()}: {error.splitlines()[0]}")
                     self._tally(report, out, eta, measured(status, seconds))

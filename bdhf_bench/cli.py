@@ -7,6 +7,7 @@ what was wrong and what is valid.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -714,7 +715,9 @@ def overhead(
 @main.command()
 @click.option("--suite", "-s", "suite_name", required=True, help="Suite name (runners/) or file.")
 @click.option(
-    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs at once."
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Runs at once (default: the suite's `workers`, at most this machine's cores; else 1).",
 )
 @click.option("--device", help="cpu, cuda or cuda:N (default: the GPU when there is one).")
 @_data_dir_option
@@ -727,7 +730,7 @@ def overhead(
 @_executor_options
 def leaderboard(
     suite_name: str,
-    workers: int,
+    workers: int | None,
     executor_kind: str,
     address: str | None,
     emit_slurm: Path | None,
@@ -766,10 +769,13 @@ def leaderboard(
     check = torch.device(device) if local and device is not None else None
     note = f" (suite {suite.name} says device = {suite.device!r}; --device cpu runs it here)"
     _preflight(f"suite {suite.name}", specs, data_dir, check, note if suite.device else "")
+    if workers is None:
+        workers = min(suite.workers, _cores()) if local else 1
     executor = _executor(executor_kind, address, workers, device, data_dir, quiet, threads, rerun)
     store = _store(results)
     started = time.monotonic()
-    click.echo(f"suite {suite.name}: {suite.size()} runs -> {results}")
+    at_once = f", {workers} at a time" if workers > 1 else ""
+    click.echo(f"suite {suite.name}: {suite.size()} runs -> {results}{at_once}")
     try:
         outcomes = run_suite(suite, store, executor, echo=click.echo)
     except (MissingDataError, CorruptDataError, RunInputError) as exc:
@@ -787,6 +793,14 @@ def leaderboard(
         click.echo(f"skipped {item.path}: {item.reason}")
     if failed:
         raise click.ClickException(f"{len(failed)} run(s) failed (see above)")
+
+
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _data_options(func):

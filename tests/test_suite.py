@@ -151,3 +151,37 @@ def test_a_suite_runs_every_search_at_once_then_every_winners_seeds(tmp_path):
     finals = sorted((s.batch_size, s.hyperparameters["lr"], s.seed) for s in second)
     assert finals == [(b, best[b], seed) for b in (16, 32) for seed in (1, 2, 3)]
     assert len(outcomes) == 9 + 6
+
+
+@pytest.mark.parametrize(
+    ("line", "given", "expected"),
+    [("workers = 4\n", [], 3), ("workers = 2\n", [], 2), ("", [], 1), ("workers = 2\n", ["5"], 5)],
+)
+def test_leaderboard_workers_default_to_the_suites_at_most_the_cores(
+    tmp_path, monkeypatch, line, given, expected
+):
+    import click
+
+    import bdhf_bench.cli as cli_module
+
+    seen = []
+
+    def executor(kind, address, workers, *rest):
+        seen.append(workers)
+        raise click.ClickException("stop here")
+
+    monkeypatch.setattr(cli_module, "_executor", executor)
+    monkeypatch.setattr(cli_module, "_cores", lambda: 3)
+    suite = _write(
+        tmp_path, f"{line}[[experiment]]\nproblem = 'tiny_mlp'\noptimizers = ['adam']\nsteps = 1\n"
+    )
+    workers = ["--workers", *given] if given else []
+    res = cli("leaderboard", "--suite", suite, "--results", str(tmp_path / "r"), *workers)
+    assert "stop here" in res.output and seen == [expected]
+
+
+def test_suite_workers_must_be_a_positive_integer(tmp_path):
+    for bad in ("0", "1.5", "true", '"2"'):
+        path = _write(tmp_path, f"workers = {bad}\n[[experiment]]\nproblem = 'tiny_mlp'\n")
+        with pytest.raises(SuiteError, match="workers must be a positive integer"):
+            load_suite(path)

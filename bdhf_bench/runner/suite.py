@@ -8,6 +8,8 @@ A suite file::
     device = "cuda"                   # optional: the device the suite is meant for (the
                                       # leaderboard refuses to start without it; --device
                                       # overrides)
+    workers = 2                       # optional: runs at once it is sized for (one thread
+                                      # each, capped at the cores here; --workers overrides)
 
     [defaults]                        # any experiment key; experiments override it
     data = "synthetic"
@@ -69,7 +71,7 @@ EXPERIMENT_KEYS = {
     "sweep": "a table of non-empty lists",
 }
 """Every key an experiment (or ``[defaults]``) may have, and what its value must be."""
-SUITE_KEYS = {"description", "results", "report", "device", "defaults", "experiment"}
+SUITE_KEYS = {"description", "results", "report", "device", "workers", "defaults", "experiment"}
 
 
 class SuiteError(ValueError):
@@ -98,6 +100,8 @@ class Suite:
     report: Path
     device: str | None = None
     """The device the suite is meant for ("cpu" or "cuda"), None: whatever is there."""
+    workers: int = 1
+    """Runs at once the suite is sized for (the leaderboard's default for ``--workers``)."""
     runs: list[RunSpec] = field(default_factory=list)
     """Runs with fixed hyperparameters."""
     tunings: list[TunePlan] = field(default_factory=list)
@@ -138,6 +142,10 @@ def load_suite(name: str) -> Suite:
     )
     if suite.device not in (None, "cpu", "cuda"):
         raise SuiteError(f'suite {path}: device must be "cpu" or "cuda", got {suite.device!r}')
+    workers = data.get("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SuiteError(f"suite {path}: workers must be a positive integer, got {workers!r}")
+    suite.workers = workers
     for i, raw in enumerate(experiments, 1):
         try:
             _add_experiment(suite, {**defaults, **raw})

@@ -70,6 +70,8 @@ def test_ray_tune_writes_the_same_result_files_as_local(tmp_path):
     assert local_res.exit_code == 0, local_res.output
     from_ray, from_local = _by_run(tmp_path / "ray"), _by_run(tmp_path / "local")
     assert len(from_ray) == 4  # 3 search runs, and seed 43 of the winner
+    shared = {load(path)["environment"]["runs_at_once"] for path in result_files(tmp_path / "ray")}
+    assert shared == {None}  # Ray places tasks; who shared a node is not known
     assert from_ray == from_local
     records = {p.name for p in (tmp_path / "ray" / "_runs").glob("*.json")}
     assert records == {p.name for p in (tmp_path / "local" / "_runs").glob("*.json")}

@@ -8,7 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_report_helpers import make_run, write_doc
+from test_report_helpers import make_run, write_doc, write_run
 
 from bdhf_bench.report import build_report, load_results, setting_table, summary_table
 from bdhf_bench.report.profiles import time_matrix
@@ -117,3 +117,17 @@ def test_machine_label(recorded: tuple[str, str, str], shown: str) -> None:
     device_name, cpu, threads = recorded
     row = SimpleNamespace(device_name=device_name, cpu=cpu, threads=threads)
     assert machine(row) == shown
+
+
+def test_runs_that_shared_the_machine_are_named_beside_the_seconds(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    cpu = {**CPU, "device_name": CPU["cpu"]}
+    for seed in (1, 2):
+        write_run(root, seed=seed, environment={**cpu, "runs_at_once": 2})
+        write_run(root, optimizer="bdhf", seed=seed, environment={**cpu, "runs_at_once": 1})
+    summary = summary_table(setting_table(load_results([root]).runs))
+    shown = {r.optimizer: machine(r) for r in summary.itertuples(index=False)}
+    assert shown == {
+        "adam": "CPU Example CPU 9000, threads 1, 2 runs at once",
+        "bdhf": "CPU Example CPU 9000, threads 1",
+    }

@@ -60,6 +60,7 @@ def test_local_workers_default_to_one_thread_each(tmp_path, monkeypatch):
     outcomes = executor.run([_spec(1e-3), _spec(1e-2), _spec(1e-1)], ResultStore(tmp_path))
     assert [o.status for o in outcomes] == ["finished"] * 3
     assert [load(o.path)["environment"]["threads"] for o in outcomes] == [1, 1, 1]
+    assert [load(o.path)["environment"]["runs_at_once"] for o in outcomes] == [2, 2, 2]
     # the pool starts the third run when one finishes: 2 running, then 1, then none
     running = [int(re.search(r"(\d+) running", line).group(1)) for line in lines]
     assert running == [2, 1, 0]

@@ -130,6 +130,7 @@ def _setting_row(group: pd.DataFrame, scored: pd.Series) -> dict[str, object]:
         "device_name": _joined(group["device_name"]),
         "cpu": _joined(group["cpu"]),
         "threads": _joined(group["threads"].map(_threads_text)),
+        "runs_at_once": _joined(group["runs_at_once"].map(_threads_text)),
         "kind": ",".join(sorted(set(group["kind"].astype(str)))),
     }
     for name in TO_TARGET:

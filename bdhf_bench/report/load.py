@@ -242,6 +242,7 @@ def run_row(record: RunRecord, base: dict[str, Any]) -> dict[str, Any]:
     row["data_scaled"] = record.data_scaled
     row["device_name"] = record.device_name
     row["threads"] = math.nan if record.threads is None else float(record.threads)
+    row["runs_at_once"] = math.nan if record.runs_at_once is None else float(record.runs_at_once)
     row["cpu"] = record.cpu
     row["bdhf_bench_version"] = record.version
     return row

@@ -93,6 +93,8 @@ class RunRecord:
     """torch's intra-op thread count (``environment.threads``); None where not recorded."""
     cpu: str = ""
     """The CPU model (``environment.cpu``); empty where not recorded."""
+    runs_at_once: int | None = None
+    """Runs that shared the machine by design (``environment.runs_at_once``); None: unknown."""
     minibatch_losses: list[float] = field(default_factory=list)
     """``minibatch_train_losses``: entry i is the loss of the mini-batch after i updates."""
 
@@ -155,8 +157,8 @@ def _minibatch_losses(doc: dict[str, Any]) -> list[float]:
     return [math.nan if v is None else float(v) for v in values]
 
 
-def _threads(env: dict[str, Any]) -> int | None:
-    value = env.get("threads")
+def _threads(env: dict[str, Any], key: str = "threads") -> int | None:
+    value = env.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         return None
     return value
@@ -255,6 +257,7 @@ def parse_ours(doc: dict[str, Any], *, under_diverged: bool = False) -> RunRecor
         device_name=str(env.get("device_name") or env.get("device") or ""),
         version=str(env.get("bdhf_bench") or ""),
         threads=_threads(env),
+        runs_at_once=_threads(env, "runs_at_once"),
         cpu=str(env.get("cpu") or ""),
         minibatch_losses=_minibatch_losses(doc),
         **_common(doc),

@@ -52,14 +52,17 @@ UNKNOWN = "unknown"
 
 
 def machine(row: Any) -> str:
-    """Where a row's seconds were measured: device, CPU model and torch threads ("unknown"
-    where the result files did not record it, as files before threads were recorded)."""
+    """Where a row's seconds were measured: device, CPU model, torch threads, and the runs that
+    shared the machine when more than one ("unknown" where the result files did not record it,
+    as files before threads were recorded)."""
     device = getattr(row, "device_name", "") or UNKNOWN
     cpu = getattr(row, "cpu", "") or UNKNOWN
     threads = getattr(row, "threads", "") or UNKNOWN
+    shared = getattr(row, "runs_at_once", "") or ""
+    together = "" if shared in ("", "1") else f", {shared} runs at once"
     if device == cpu != UNKNOWN:  # a CPU run names its CPU as the device
-        return f"CPU {cpu}, threads {threads}"
-    return f"device {device}, CPU {cpu}, threads {threads}"
+        return f"CPU {cpu}, threads {threads}{together}"
+    return f"device {device}, CPU {cpu}, threads {threads}{together}"
 
 
 def machines(summary: pd.DataFrame) -> str:

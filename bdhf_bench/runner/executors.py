@@ -204,7 +204,9 @@ class LocalExecutor:
                     if gpus:
                         device = torch.device("cuda", slot % gpus)
                         execution = Execution(**{**execution.__dict__, "device": device})
-                    execution = replace(execution, progress=False, threads=threads)
+                    execution = replace(
+                        execution, progress=False, threads=threads, runs_at_once=self.workers
+                    )
                     fut = pool.submit(_worker_run, specs[i], str(store.root), execution)
                     futures[fut] = i
                 report.running = min(len(futures), self.workers)

@@ -52,6 +52,9 @@ class Execution:
     """Steps between read-backs of the mini-batch loss."""
     threads: int | None = None
     """torch threads while training (None: leave torch's setting)."""
+    runs_at_once: int | None = 1
+    """Runs sharing this machine by design (a pool's workers), recorded beside the seconds
+    because another run's load slows this one; None where unknown (a Ray cluster)."""
     rerun_before: float | None = None
     """Redo finished runs whose result was written before this time (``time.time()``): what
     ``--rerun`` sets to the command's start; None reuses finished runs."""
@@ -475,7 +478,11 @@ class Trainer:
                     "scaled": bool(self.splits.scaled),
                     "fingerprint": self.context["data"],
                 },
-                "environment": {**environment(self.device), "dtype": self.context["dtype"]},
+                "environment": {
+                    **environment(self.device),
+                    "dtype": self.context["dtype"],
+                    "runs_at_once": self.ex.runs_at_once,
+                },
                 "steps": s.step,
                 "train_seconds": s.train_seconds,
                 "diverged_at": s.diverged_at,

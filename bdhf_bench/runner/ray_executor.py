@@ -230,6 +230,7 @@ class RayExecutor:
             self.execution,
             progress=False,
             threads=self.execution.threads or 1,  # a task holds one CPU
+            runs_at_once=None,  # the cluster places tasks: who shares a node is not known here
             data_dir=Path(self.execution.data_dir or DEFAULT_DATA_DIR).resolve(),
         )
         report = GridReport(total=len(specs))

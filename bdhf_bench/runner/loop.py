@@ -32,7 +32,7 @@ from .cost import CostModel, measure_cost
 from .environment import environment
 from .evaluation import evaluate_split
 from .progress import Progress
-from .spec import RunInputError, RunSpec, setting_folder
+from .spec import STALL_TOL, RunInputError, RunSpec, setting_folder
 from .store import ResultStore
 
 SCHEMA_VERSION = 1
@@ -76,6 +76,8 @@ class TrainState:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     target_reached: dict[str, Any] | None = None
     diverged_at: dict[str, Any] | None = None
+    stopped_early: dict[str, Any] | None = None
+    """``{"reason": "target" | "no_improvement", "step"}`` when an early stop ended the run."""
 
 
 class _Timer:
@@ -384,6 +386,7 @@ class Trainer:
                         progress.end()
                         if s.diverged_at is not None:
                             break
+                        done = self._stop_early() or done
                         self._checkpoint()
                         if not done:
                             timer.start()
@@ -400,9 +403,68 @@ class Trainer:
 
     def _budget_spent(self, total: int | None, running: float) -> bool:
         seconds = self.spec.budget.seconds
+        if self.state.stopped_early is not None:
+            return True
         if total is not None and self.state.step >= total:
             return True
         return seconds is not None and self.state.train_seconds + running >= seconds
+
+    def _progress_of_target(self) -> tuple[float, int, int] | None:
+        """(best value, its step, the step of the last improvement by ``STALL_TOL``) of the
+        target metric over the evaluations so far; None without a target or a finite value."""
+        target = self.problem.target
+        if target is None:
+            return None
+        key = f"{'train' if target.split == 'train_eval' else target.split}_{target.metric}"
+        sign = 1.0 if target.metric == "loss" else -1.0  # lower is better after the sign
+        best = anchor = None
+        best_step = anchor_step = 0
+        for record in self.state.evaluations:
+            value = record.get(key)
+            if value is None or not math.isfinite(value):
+                continue
+            if best is None or sign * value < sign * best:
+                best, best_step = value, record["step"]
+            if anchor is None or sign * (anchor - value) > STALL_TOL * abs(anchor):
+                anchor, anchor_step = value, record["step"]
+        return None if best is None else (best, best_step, anchor_step)
+
+    def _stop_early(self) -> bool:
+        """Whether an early stop of the budget ends the run at this evaluation (recorded)."""
+        s, budget = self.state, self.spec.budget
+        if budget.stop_at_target and s.target_reached is not None:
+            s.stopped_early = {"reason": "target", "step": s.step}
+        elif budget.patience is not None and s.target_reached is None:
+            progress = self._progress_of_target()
+            if progress is not None and s.step - progress[2] >= budget.patience:
+                s.stopped_early = {"reason": "no_improvement", "step": s.step}
+        return s.stopped_early is not None
+
+    def _stall(self) -> dict[str, Any] | None:
+        """How a run that missed its target ended: its best value, when, and why it stopped."""
+        s, target = self.state, self.problem.target
+        if target is None or s.target_reached is not None:
+            return None
+        progress = self._progress_of_target()
+        best, best_step, last_improvement = progress or (None, None, None)
+        if s.diverged_at is not None:
+            reason = "diverged"
+        elif s.stopped_early is not None:
+            reason = s.stopped_early["reason"]
+        else:
+            reason = "budget"
+        return {
+            "metric": target.metric,
+            "split": target.split,
+            "target": target.value,
+            "best": best,
+            "best_step": best_step,
+            "last_improvement_step": last_improvement,
+            "steps": s.step,
+            "reason": reason,
+            "patience": self.spec.budget.patience,
+            "tolerance": STALL_TOL,
+        }
 
     def _count(self, closure: ModelClosure) -> None:
         s = self.state
@@ -459,6 +521,8 @@ class Trainer:
                     "steps": spec.budget.steps,
                     "time_budget": spec.budget.seconds,
                     "eval_every": spec.eval_every,
+                    "patience": spec.budget.patience,
+                    "stop_at_target": spec.budget.stop_at_target,
                 },
                 "evaluations": evals,
                 "target": None
@@ -486,6 +550,8 @@ class Trainer:
                 "steps": s.step,
                 "train_seconds": s.train_seconds,
                 "diverged_at": s.diverged_at,
+                "stopped_early": s.stopped_early,
+                "stalled": self._stall(),
             }
         )
         return result

@@ -24,18 +24,43 @@ class RunInputError(ValueError):
     """A run that cannot start with what it was given (one line saying what and what is valid)."""
 
 
+STALL_TOL = 0.01
+"""A run "improves" when its target metric beats the best value of its last improvement by more
+than this fraction of it (1%: on the autoencoder's BCE about 1 nat per image near 100)."""
+
+
 @dataclass(frozen=True)
 class Budget:
     """When a run stops: after ``epochs``, after ``steps``, or after ``seconds`` of training
-    time, whichever comes first (at least one must be set)."""
+    time, whichever comes first (at least one must be set).
+
+    Two early stops, for time-to-target studies where the budget is sized for the slowest
+    optimizer: ``stop_at_target`` ends a run at the evaluation that meets its problem's target,
+    ``patience`` ends one whose target metric (on the target's split) has not improved by
+    ``STALL_TOL`` in that many steps. Both look at evaluations only, so a resumed run stops
+    where an uninterrupted one would.
+    """
 
     epochs: int | None = None
     steps: int | None = None
     seconds: float | None = None
+    patience: int | None = None
+    stop_at_target: bool = False
+
+    EARLY_STOPS = ("patience", "stop_at_target")
+    """Left out of a run's identity when unset, so the runs made before they existed keep
+    their ids (and finished results are found again)."""
 
     def __post_init__(self) -> None:
         if self.epochs is None and self.steps is None and self.seconds is None:
             raise ValueError("a budget needs epochs, steps or seconds")
+        patience = self.patience
+        if patience is not None and (
+            isinstance(patience, bool) or not isinstance(patience, int) or patience < 1
+        ):
+            raise ValueError(f"patience must be a positive number of steps, got {patience!r}")
+        if not isinstance(self.stop_at_target, bool):
+            raise ValueError(f"stop_at_target must be true or false, got {self.stop_at_target!r}")
         for name in ("epochs", "steps"):
             value = getattr(self, name)
             if value is not None and (
@@ -96,6 +121,9 @@ class RunSpec:
 
     def identity(self) -> dict[str, Any]:
         out = asdict(self)
+        for key in Budget.EARLY_STOPS:
+            if not out["budget"][key]:
+                del out["budget"][key]
         out["hyperparameters"] = dict(sorted(self.hyperparameters.items()))
         out["tags"] = dict(sorted(self.tags.items()))
         return out
@@ -149,6 +177,8 @@ def setting_folder(
             ("budget_steps", budget.steps),
             ("budget_seconds", budget.seconds),
             ("eval_every", spec.eval_every),
+            ("patience", budget.patience),
+            ("stop_at_target", budget.stop_at_target or None),
         ):
             if value is not None:
                 text = float2str(float(value)) if isinstance(value, float) else str(value)

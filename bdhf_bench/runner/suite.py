@@ -20,6 +20,8 @@ A suite file::
     optimizers = ["adam", "bdhf", "hf"]
     steps = 30                        # a budget: epochs, steps and/or time_budget
     eval_every = 10
+    stop_at_target = true             # optional early stops (see Budget): at the problem's
+    patience = 100                    # target, or after 100 steps without a 1% improvement
     batch_size = 128
     hyperparameters = { adam = { lr = 1e-3 } }   # per optimizer, fixed
     tune = { adam = "grids/adam_lr.toml" }       # per optimizer: search this grid on
@@ -63,6 +65,8 @@ EXPERIMENT_KEYS = {
     "steps": "an integer",
     "time_budget": "a number",
     "eval_every": "an integer",
+    "patience": "an integer",
+    "stop_at_target": "a boolean",
     "batch_size": "an integer",
     "weight_decay": "a number",
     "hyperparameters": "a table of optimizer tables",
@@ -181,6 +185,8 @@ def _is(value: Any, expected: str) -> bool:
         return isinstance(value, str)
     if expected == "an integer":
         return integer
+    if expected == "a boolean":
+        return isinstance(value, bool)
     if expected == "a number":
         return number
     if expected == "a non-empty list of strings":
@@ -207,10 +213,14 @@ def _add_experiment(suite: Suite, exp: Mapping[str, Any]) -> None:
     if data not in DATA_SOURCES:
         raise ValueError(f"data must be one of {DATA_SOURCES}, got {data!r}")
     budget_keys = ("epochs", "steps", "time_budget")
+    stops = {"patience": exp.get("patience"), "stop_at_target": exp.get("stop_at_target", False)}
     if not any(k in exp for k in budget_keys):
-        budget = Budget(epochs=problem.num_epochs)
+        budget = Budget(epochs=problem.num_epochs, **stops)
     else:
-        budget = Budget(exp.get("epochs"), exp.get("steps"), exp.get("time_budget"))
+        budget = Budget(exp.get("epochs"), exp.get("steps"), exp.get("time_budget"), **stops)
+    early = stops["patience"] is not None or stops["stop_at_target"]
+    if early and problem.target is None:
+        raise ValueError(f"patience and stop_at_target need a target; {problem.name} has none")
     seeds = list(exp.get("seeds", [42]))
     common = {
         "batch_size": exp.get("batch_size", problem.batch_size),

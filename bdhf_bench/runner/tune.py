@@ -172,12 +172,23 @@ class TunePlan:
         return [self.spec(hps, self.tuning_seed) for hps in self.settings]
 
     def select(self, outcomes: Sequence[RunOutcome]) -> tuple[dict[str, Any], float]:
-        """The best setting on the validation metric (ties: the first in search order)."""
-        best, best_score = None, -math.inf
+        """The best setting on the validation metric (ties: the first in search order).
+
+        Under a ``stop_at_target`` budget the runs end at the target, so their final values
+        say little: the setting that reached the (validation) target in the fewest updates
+        wins, and the final validation metric only ranks those that missed it.
+        """
+        best, best_key, best_score = None, None, -math.inf
         for hps, out in zip(self.settings, outcomes):
-            score = validation_score(self.problem, out.load())
-            if best is None or score > best_score:
-                best, best_score = hps, score
+            result = out.load()
+            score = validation_score(self.problem, result)
+            key: tuple[float, ...] = (score,)
+            if self.budget.stop_at_target:
+                reached = (result or {}).get("target") or {}
+                reached = reached.get("reached") if math.isfinite(score) else None
+                key = (1.0, -reached["step"], score) if reached else (0.0, 0.0, score)
+            if best_key is None or key > best_key:
+                best, best_key, best_score = hps, key, score
         assert best is not None
         return best, best_score
 

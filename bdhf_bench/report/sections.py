@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from .. import __version__
-from . import figures, tables
+from . import batch_size, figures, tables
 from .aggregate import curvature_table, mixed_budgets, setting_table, summary_table
 from .baselines import CITATION, LABEL, baselines_for
 from .document import Bullets, Document, Image
@@ -221,6 +221,33 @@ class ReportSections:
             )
             section.blocks.extend([image] if image else [])
 
+    def batch_size_study(self) -> None:
+        """Updates to the target against batch size (report/batch_size.py), each point tuned."""
+        for problem in batch_size.studied_problems(self.loaded.evaluations):
+            target = problem_target(self.summary[self.summary["problem"] == problem])
+            if target is None:
+                continue
+            relation = ">=" if target["metric"] == "accuracy" else "<="
+            level = f"{target['split']} {target['metric']} {relation} {target['value']:g}"
+            table = batch_size.batch_size_table(
+                self.loaded.evaluations,
+                problem,
+                str(target["metric"]),
+                str(target["split"]),
+                float(target["value"]),
+            )
+            section = self.doc.add(f"{problem}: updates to target vs batch size")
+            image = self.figure(
+                f"batch_size_{slug(problem)}",
+                f"{problem}: updates to {level} against batch size",
+                batch_size.batch_size_figure,
+                table,
+                f"{problem}: updates to {level}",
+                self.colors,
+            )
+            section.blocks.extend([image] if image else [])
+            section.blocks.append(batch_size.table_block(table, level))
+
     def _selected(self, frame: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
         """The rows of ``frame`` (evaluations or steps) that belong to the selected settings."""
         keys = ["problem", "optimizer", "setting"]
@@ -326,6 +353,7 @@ class ReportSections:
             self.problem(workload, rows)
         self.profiles()
         self.curvature_sweep()
+        self.batch_size_study()
         self.details()
         self.all_settings()
         self.deepobs()

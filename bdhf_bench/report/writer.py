@@ -10,7 +10,14 @@ from ._atomic import write_bytes, write_text
 
 FIGURES = "figures"
 TABLES = "tables"
-OWN_PREFIXES = ("curves_", "time_to_target_", "curvature", "profile_", "deepobs_baselines")
+OWN_PREFIXES = (
+    "curves_",
+    "time_to_target_",
+    "curvature",
+    "profile_",
+    "deepobs_baselines",
+    "batch_size_",
+)
 """Names this report gives its figures and CSVs; only such files are ever removed."""
 
 

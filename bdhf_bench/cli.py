@@ -594,9 +594,10 @@ def tune(
             f"--final-seeds {final_seeds} from --tuning-seed {tuning_seed} passes the largest "
             f"seed, {MAX_SEED}; give a smaller tuning seed or fewer final seeds"
         )
+    points: list[dict] = []
     if grid_file is not None:
         try:
-            grid, file_fixed = load_grid_file(grid_file, entry)
+            grid, file_fixed, points = load_grid_file(grid_file, entry)
         except GridFileError as exc:
             raise BadInput(str(exc)) from None
         fixed = {**file_fixed, **fixed}
@@ -604,11 +605,16 @@ def tune(
         grid = dict(entry.grid)
         if not grid:
             raise BadInput(f"optimizer {entry.name!r} has no default grid; give --grid FILE")
+    if random_trials and points:
+        raise BadInput(
+            "random search samples a [grid]; a grid file with [[point]] tables lists "
+            "its settings itself, so leave out --random"
+        )
     try:
         settings = (
             random_settings(entry, grid, fixed, random_trials, search_seed)
             if random_trials
-            else grid_settings(entry, grid, fixed)
+            else grid_settings(entry, grid, fixed, points)
         )
     except ValueError as exc:
         raise BadInput(str(exc)) from None

@@ -13,6 +13,7 @@ from torch import nn
 from bdhf_bench.curvature import CrossEntropy, check_scheme, parse_groups, partition
 from bdhf_bench.optim import BlockDiagonalHF, ModelClosure, get_optimizer, param_groups_from_blocks
 from bdhf_bench.problems import get_problem, seeded_model
+from bdhf_bench.runner.suite import load_suite
 from bdhf_bench.runner.tune import GridFileError, grid_settings, load_grid_file
 
 
@@ -278,8 +279,9 @@ def test_a_toml_grid_over_the_design_space(tmp_path):
         "rescale = [true, false]\n"
         "[fixed]\ndamping = 10.0\n"
     )
-    grid, fixed = load_grid_file(path, bdhf)
-    settings = grid_settings(bdhf, grid, fixed)
+    grid, fixed, points = load_grid_file(path, bdhf)
+    assert points == []
+    settings = grid_settings(bdhf, grid, fixed, points)
     assert [(s["blocks"], s["rescale"]) for s in settings] == [
         ("pairs", True),
         ("pairs", False),
@@ -290,3 +292,55 @@ def test_a_toml_grid_over_the_design_space(tmp_path):
     path.write_text('[grid]\nblocks = ["pairs", "enc=1.*;;dec=3.*"]\n')
     with pytest.raises(GridFileError, match=r"blocks='enc=1.\*;;dec=3.\*' is not valid: .*empty"):
         load_grid_file(path, bdhf)
+
+
+def test_a_grid_file_can_list_its_settings_one_by_one(tmp_path):
+    bdhf = get_optimizer("bdhf")
+    path = tmp_path / "design.toml"
+    path.write_text(
+        '[fixed]\ndamping = 10.0\n[[point]]\nblocks = "module"\n'
+        '[[point]]\nblocks = "halves"\nrescale = false\n'
+        '[[point]]\ndamping_mode = "per_block"\ncurvature_fraction = 1.0\n'
+    )
+    grid, fixed, points = load_grid_file(path, bdhf)
+    settings = grid_settings(bdhf, grid, fixed, points)
+    default = bdhf.resolve({"damping": 10.0})
+    assert settings == [
+        default,
+        {**default, "blocks": "halves", "rescale": False},
+        {**default, "damping_mode": "per_block", "curvature_fraction": 1.0},
+    ]
+    # a grid and points together: the product first, then the points
+    path.write_text('[grid]\ndamping = [1.0, 10.0]\n[[point]]\nblocks = "pairs"\n')
+    grid, fixed, points = load_grid_file(path, bdhf)
+    got = grid_settings(bdhf, grid, fixed, points)
+    assert [(s["damping"], s["blocks"]) for s in got] == [
+        (1.0, "module"),
+        (10.0, "module"),
+        (0.1, "pairs"),
+    ]
+    path.write_text('[grid]\ndamping = [0.1, 10.0]\n[[point]]\nblocks = "module"\n')
+    with pytest.raises(ValueError, match="the setting blocks=module is listed twice"):
+        grid_settings(bdhf, *load_grid_file(path, bdhf))
+    path.write_text("[fixed]\ndamping = 1.0\n[[point]]\ndamping = 10.0\n")
+    with pytest.raises(GridFileError, match="damping is in both point 1 and \\[fixed\\]"):
+        load_grid_file(path, bdhf)
+    path.write_text("[[point]]\nblocks = 'layers'\n")
+    with pytest.raises(GridFileError, match="blocks='layers' is not valid"):
+        load_grid_file(path, bdhf)
+
+
+def test_a_suite_tunes_over_listed_points(tmp_path):
+    (tmp_path / "design.toml").write_text(
+        '[[point]]\nblocks = "pairs"\n[[point]]\nblocks = "halves"\nrescale = false\n'
+    )
+    suite = tmp_path / "s.toml"
+    suite.write_text(
+        '[[experiment]]\nproblem = "tiny_mlp"\noptimizers = ["bdhf"]\nsteps = 5\n'
+        'tune = { bdhf = "design.toml" }\nhyperparameters = { bdhf = { damping = 3.0 } }\n'
+    )
+    (plan,) = load_suite(str(suite)).tunings
+    assert [(s["blocks"], s["rescale"], s["damping"]) for s in plan.settings] == [
+        ("pairs", True, 3.0),
+        ("halves", False, 3.0),
+    ]

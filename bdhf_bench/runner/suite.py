@@ -237,8 +237,8 @@ def _add_experiment(suite: Suite, exp: Mapping[str, Any]) -> None:
         entry = get_optimizer(opt)
         if opt in tune:
             grid_path = suite.path.parent / tune[opt]
-            grid, fixed = load_grid_file(grid_path, entry)
-            settings = grid_settings(entry, grid, {**fixed, **fixed_hps.get(opt, {})})
+            grid, fixed, grid_points = load_grid_file(grid_path, entry)
+            settings = grid_settings(entry, grid, {**fixed, **fixed_hps.get(opt, {})}, grid_points)
             plan = TunePlan(
                 problem=problem,
                 entry=entry,

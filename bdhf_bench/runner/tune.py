@@ -2,7 +2,10 @@
 validation metric only (never test), then rerun the best setting with more seeds.
 
 The search space is the optimizer's default grid, a TOML grid file, or random search with a
-trial budget over the grid's range (log-uniform for hyperparameters marked ``log``).
+trial budget over the grid's range (log-uniform for hyperparameters marked ``log``). A grid file
+may list settings one by one (``[[point]]`` tables) beside or instead of its cartesian ``[grid]``:
+a design that spans many knobs in a few settings (one factor at a time around a known-good
+configuration) is not a product.
 """
 
 from __future__ import annotations
@@ -34,9 +37,12 @@ class GridFileError(ValueError):
     """A grid file that cannot be used."""
 
 
-def load_grid_file(path: str | Path, entry: OptimizerEntry) -> tuple[dict[str, list], dict]:
-    """``(grid, fixed)`` from a TOML file with a ``[grid]`` table of lists and an optional
-    ``[fixed]`` table; every name and value is checked against the optimizer's schema."""
+def load_grid_file(
+    path: str | Path, entry: OptimizerEntry
+) -> tuple[dict[str, list], dict, list[dict]]:
+    """``(grid, fixed, points)`` from a TOML file with a ``[grid]`` table of lists and/or
+    ``[[point]]`` tables (one setting each), and an optional ``[fixed]`` table; every name and
+    value is checked against the optimizer's schema."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -46,16 +52,21 @@ def load_grid_file(path: str | Path, entry: OptimizerEntry) -> tuple[dict[str, l
         raise GridFileError(f"grid file {path} is not UTF-8 text (TOML)") from None
     except tomllib.TOMLDecodeError as exc:
         raise GridFileError(f"grid file {path} is not valid TOML: {exc}") from None
-    grid, fixed = data.get("grid"), data.get("fixed", {})
-    if not isinstance(grid, dict) or not grid:
-        raise GridFileError(f"grid file {path} needs a non-empty [grid] table of lists")
+    grid, fixed = data.get("grid", {} if "point" in data else None), data.get("fixed", {})
+    points = data.get("point", [])
+    if not isinstance(grid, dict) or not (grid or points):
+        raise GridFileError(
+            f"grid file {path} needs a non-empty [grid] table of lists or [[point]] tables"
+        )
+    if not isinstance(points, list) or not all(isinstance(p, dict) and p for p in points):
+        raise GridFileError(f"grid file {path}: each [[point]] must be a non-empty table")
     if not isinstance(fixed, dict):
         raise GridFileError(f"grid file {path}: [fixed] must be a table, got {fixed!r}")
-    unknown = set(data) - {"grid", "fixed", "optimizer", "description"}
+    unknown = set(data) - {"grid", "fixed", "point", "optimizer", "description"}
     if unknown:
         raise GridFileError(
-            f"grid file {path}: unknown key(s) {sorted(unknown)}; valid: [grid], [fixed], "
-            "optimizer, description"
+            f"grid file {path}: unknown key(s) {sorted(unknown)}; valid: [grid], [[point]], "
+            "[fixed], optimizer, description"
         )
     if data.get("optimizer") not in (None, entry.name):
         raise GridFileError(f"grid file {path} is for {data['optimizer']!r}, not {entry.name!r}")
@@ -68,14 +79,20 @@ def load_grid_file(path: str | Path, entry: OptimizerEntry) -> tuple[dict[str, l
     both = sorted(set(grid) & set(fixed))
     if both:
         raise GridFileError(f"grid file {path}: {both[0]} is in both [grid] and [fixed]")
+    for i, point in enumerate(points, 1):
+        both = sorted(set(point) & set(fixed))
+        if both:
+            raise GridFileError(f"grid file {path}: {both[0]} is in both point {i} and [fixed]")
     try:
         for key, values in grid.items():
             for v in values:
                 entry.resolve({key: v})
+        for point in points:
+            entry.resolve(point)
         entry.resolve(fixed)
     except ValueError as exc:
         raise GridFileError(f"grid file {path}: {exc}") from None
-    return grid, dict(fixed)
+    return grid, dict(fixed), [dict(p) for p in points]
 
 
 def _check_disjoint(grid: Mapping[str, Any], fixed: Mapping[str, Any]) -> None:
@@ -89,13 +106,26 @@ def _check_disjoint(grid: Mapping[str, Any], fixed: Mapping[str, Any]) -> None:
 
 
 def grid_settings(
-    entry: OptimizerEntry, grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any]
+    entry: OptimizerEntry,
+    grid: Mapping[str, Sequence[Any]],
+    fixed: Mapping[str, Any],
+    points: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
-    """Every point of the grid (cartesian product), resolved against the schema."""
+    """Every point of the grid (cartesian product, none for an empty grid), then the listed
+    ``points``, resolved against the schema; a setting listed twice is an error."""
     _check_disjoint(grid, fixed)
+    for point in points:
+        _check_disjoint(point, fixed)
     keys = sorted(grid)
-    points = itertools.product(*(grid[k] for k in keys))
-    return [entry.resolve({**fixed, **dict(zip(keys, values))}) for values in points]
+    product = itertools.product(*(grid[k] for k in keys)) if grid else iter(())
+    settings = [entry.resolve({**fixed, **dict(zip(keys, values))}) for values in product]
+    for point in points:
+        setting = entry.resolve({**fixed, **point})
+        if setting in settings:
+            shown = ", ".join(f"{k}={v}" for k, v in point.items())
+            raise ValueError(f"the setting {shown} is listed twice (a point, or the grid's)")
+        settings.append(setting)
+    return settings
 
 
 def random_settings(

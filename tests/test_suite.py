@@ -28,11 +28,37 @@ def test_shipped_suites_load():
     assert all(t.final_seeds == [42, 43, 44] for t in ci.tunings)
     small = load_suite("small")
     assert len(small.tunings) == 20 and all(len(t.final_seeds) == 10 for t in small.tunings)
-    paper = load_suite("paper_cpu")
+    old = load_suite("paper_cpu_60_updates")
     fractions = {
-        (s.problem, s.optimizer, s.hyperparameters["curvature_fraction"]) for s in paper.runs
+        (s.problem, s.optimizer, s.hyperparameters["curvature_fraction"]) for s in old.runs
     }
     assert len(fractions) == 2 * 2 * 4
+    assert str(old.report) == "reports/paper/60_update_study"
+
+
+def test_the_time_to_target_suites():
+    autoencoder, lstm = load_suite("paper_cpu"), load_suite("paper_cpu_lstm")
+    assert (autoencoder.results, autoencoder.report) == (lstm.results, lstm.report)
+    tunings = autoencoder.tunings + lstm.tunings
+    assert not autoencoder.runs and not lstm.runs and len(tunings) == 6
+    assert {t.problem.name for t in autoencoder.tunings} == {"mnist_autoencoder"}
+    assert {t.problem.name for t in lstm.tunings} == {"smnist_lstm"}
+    for plan in tunings:
+        # the same tuning budget for every optimizer, and a budget that stops at the target
+        assert len(plan.settings) == 8 and plan.final_seeds == [42, 43, 44]
+        assert plan.budget.stop_at_target and plan.budget.patience and plan.eval_every == 10
+        assert plan.data == "real" and plan.problem.target.split == "valid"
+    bdhf = [t for t in tunings if t.entry.name == "bdhf"]
+    knobs = ("blocks", "rescale", "damping_mode", "damping", "curvature_fraction", "cg_max_iters")
+    for plan in bdhf:
+        # BDHF's design space: every knob takes two or more values among the 8 settings
+        assert all(len({s[k] for s in plan.settings}) >= 2 for k in knobs), plan.problem.name
+    sizes = load_suite("paper_cpu_batch_size")
+    batches = {t.batch_size for t in sizes.tunings}
+    assert batches >= {100, 200, 500, 1000}
+    assert {t.entry.name for t in sizes.tunings} == {"adam", "hf", "bdhf"}
+    assert len({len(t.settings) for t in sizes.tunings}) == 1  # equal tuning budgets
+    assert all(t.problem.name == "mnist_autoencoder" for t in sizes.tunings)
 
 
 def _write(tmp_path, text):
@@ -72,7 +98,10 @@ def test_unknown_suite_name_lists_the_valid_ones(tmp_path):
     assert res.exit_code == 2
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and "unknown suite 'cii' (did you mean ci" in lines[0]
-    assert "valid: ci, paper, paper_cpu, small" in lines[0]
+    assert (
+        "valid: ci, paper, paper_cpu, paper_cpu_60_updates, paper_cpu_batch_size, "
+        "paper_cpu_lstm, small" in lines[0]
+    )
 
 
 def test_leaderboard_runs_a_suite_and_writes_its_report(tmp_path):

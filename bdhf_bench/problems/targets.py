@@ -8,7 +8,9 @@ reference for our PyTorch runs, not a value to match to the third digit.
 
 Measured, for the problems on packaged data (MNIST-1D, digits): AlgoPerf's way, the VALIDATION
 level a tuned Adam reaches within the problem's default budget (the ``ci`` suite's), with the
-command, the selected learning rate and the values it reached in the source text.
+command, the selected learning rate and the values it reached in the source text. The paper's
+autoencoder and sequential-MNIST LSTM are measured the same way on the real 10,000-digit MNIST
+subset, at the time-to-target suite's batch sizes (``runners/paper_cpu.toml``).
 
 Rule, for the other problems without a published target: a round test-split level that a tuned
 first-order optimizer reaches with this architecture well within the default budget, chosen here
@@ -48,13 +50,6 @@ RULE_LEVELS: dict[str, tuple[str, float, str]] = {
         0.50,
         "no published figure; below the 52.6% DeepOBS publishes for the larger All-CNN-C",
     ),
-    "mnist_autoencoder": (
-        "loss",
-        100.0,
-        "BCE nats per image: well below the mean-image plateau (about 206) and the 122 Adam "
-        "reached in 2000 steps on the MNIST subset (design notes)",
-    ),
-    "smnist_lstm": ("accuracy", 0.95, "7x7 MNIST keeps enough of each digit for 95%"),
     "cifar10_resnet": (
         "accuracy",
         0.90,
@@ -107,6 +102,32 @@ MEASURED_TARGETS: dict[str, tuple[str, float, str]] = {
         "valid loss 22.84, 24.37, 23.65 nats per image",
     ),
 }
+
+
+_SUBSET = "--data-dir DIR (the 10,000-digit MNIST subset) --final-seeds 3"
+# The paper's two CPU-sized problems (runners/paper_cpu.toml): levels a tuned Adam passes on every
+# seed well within the time-to-target suite's budget, on the real MNIST subset; the report reads
+# the easier level (125 nats, 80%) off the evaluations.
+MEASURED_TARGETS.update(
+    {
+        "mnist_autoencoder": (
+            "loss",
+            100.0,
+            "`bdhf-bench tune -o adam -p mnist_autoencoder --grid G --steps 2000 --eval-every 50 "
+            f"--batch-size 200 {_SUBSET}` with lr in G = 1e-3, 3e-3: lr 1e-3 selected, valid BCE "
+            "per image <= 100 first at update 450, 500, 450 (<= 125 at 250 on every seed; best "
+            "72.1, 73.9, 72.7); the mean-image plateau is about 206",
+        ),
+        "smnist_lstm": (
+            "accuracy",
+            0.90,
+            "`bdhf-bench tune -o adam -p smnist_lstm --grid G --steps 2000 --eval-every 50 "
+            f"--batch-size 128 {_SUBSET}` with lr in G = 1e-3, 3e-3, 1e-2: lr 3e-3 selected, "
+            "valid accuracy >= 0.90 first at update 600, 650, 650 (>= 0.80 at 300; best 0.933, "
+            "0.948, 0.942; lr 1e-2 passed 0.90 at 250 on seed 42)",
+        ),
+    }
+)
 
 
 def measured_target(name: str) -> Target:

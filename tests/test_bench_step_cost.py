@@ -70,6 +70,13 @@ def test_step_cost_rows_on_mnist_mlp():
         assert r.wall_per_flop == pytest.approx(r.ratio_to_adam / r.gradient_equivalents)
         assert 0.05 < r.product_share < 1.0  # products are a third of these steps
         assert 1.0 <= r.cg_iterations <= 3.0
+        # the products' and the rest's FLOPs and times add up to the step's
+        assert 0.2 < r.product_equivalents < r.gradient_equivalents - 1.0
+        prod_time = r.product_wall_per_flop * r.product_equivalents
+        rest_time = r.other_wall_per_flop * (r.gradient_equivalents - r.product_equivalents)
+        assert prod_time + rest_time == pytest.approx(r.ratio_to_adam)
+        assert prod_time == pytest.approx(r.product_share * r.ratio_to_adam)
+    assert adam.product_equivalents == 0.0 and adam.other_wall_per_flop == 1.0
 
 
 def test_commands_print_their_tables():

@@ -13,7 +13,9 @@ of them alike. Per optimizer:
   (``runner.cost``): a step that costs what its passes cost has ``x Adam == grad-eq``;
 - ``wall/FLOP``: ``x Adam / grad-eq``, the wall-clock per unit of FLOP model (1: no overhead
   beyond Adam's own per-FLOP rate; the issue's target is <= 1.2 on one thread);
-- ``in prod``: the share of the step's time spent inside the curvature products.
+- ``in prod``: the share of the step's time spent inside the curvature products;
+- ``prod w/F`` and ``rest w/F``: wall/FLOP split into the products and the rest of the step
+  (gradient, evaluations, CG's vector work and bookkeeping, which the FLOP model does not count).
 """
 
 from __future__ import annotations
@@ -52,11 +54,29 @@ class StepCost:
     gradient_equivalents: float
     product_share: float
     cg_iterations: float
+    product_equivalents: float = 0.0
+    """The products' share of ``gradient_equivalents``."""
 
     @property
     def wall_per_flop(self) -> float:
         """Wall-clock per unit of the FLOP model, relative to Adam's."""
         return self.ratio_to_adam / self.gradient_equivalents
+
+    @property
+    def product_wall_per_flop(self) -> float:
+        """The products' wall-clock per unit of their FLOPs (NaN without products)."""
+        if not self.product_equivalents:
+            return math.nan
+        return self.product_share * self.ratio_to_adam / self.product_equivalents
+
+    @property
+    def other_wall_per_flop(self) -> float:
+        """The rest of the step's wall-clock per unit of its FLOPs (gradient, evaluations)."""
+        return (
+            (1 - self.product_share)
+            * self.ratio_to_adam
+            / (self.gradient_equivalents - self.product_equivalents)
+        )
 
 
 class ProductTimer:
@@ -135,6 +155,7 @@ def measure_step_cost(
     times: list[list[float]] = [[] for _ in runs]
     prod: list[float] = [0.0 for _ in runs]
     geq: list[float] = [0.0 for _ in runs]
+    prod_geq: list[float] = [0.0 for _ in runs]
     iters: list[float] = [0.0 for _ in runs]
     timer = ProductTimer(device)
     for i, (x, y) in enumerate(batches):
@@ -161,6 +182,7 @@ def measure_step_cost(
             geq[k] += costs[k].gradient_equivalents(
                 c.counts.forward, c.counts.backward, per_block, full
             )
+            prod_geq[k] += costs[k].gradient_equivalents(0.0, 0.0, per_block, full)
     names = [name for name, *_ in runs]
     adam = times[names.index("adam")]
     rows = []
@@ -175,6 +197,7 @@ def measure_step_cost(
                 geq[k] / steps,
                 prod[k] / sum(times[k]),
                 iters[k] / steps,
+                prod_geq[k] / steps,
             )
         )
     return rows
@@ -197,7 +220,7 @@ def _cg_options(check_every: int) -> Iterator[None]:
 def format_rows(rows: Sequence[StepCost], batch_sizes: Mapping[str, int]) -> str:
     header = (
         f"{'problem':<30} {'optimizer':<9} {'s/step':>8} {'x Adam':>7} {'grad-eq':>8} "
-        f"{'wall/FLOP':>9} {'in prod':>7} {'CG its':>7}"
+        f"{'wall/FLOP':>9} {'in prod':>7} {'prod w/F':>8} {'rest w/F':>8} {'CG its':>7}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
@@ -205,7 +228,8 @@ def format_rows(rows: Sequence[StepCost], batch_sizes: Mapping[str, int]) -> str
         lines.append(
             f"{label:<30} {r.optimizer:<9} {r.seconds_per_step:>8.4f} {r.ratio_to_adam:>7.2f} "
             f"{r.gradient_equivalents:>8.2f} {r.wall_per_flop:>9.2f} "
-            f"{r.product_share:>7.0%} {r.cg_iterations:>7.1f}"
+            f"{r.product_share:>7.0%} {r.product_wall_per_flop:>8.2f} "
+            f"{r.other_wall_per_flop:>8.2f} {r.cg_iterations:>7.1f}"
         )
     return "\n".join(lines)
 
@@ -263,5 +287,6 @@ def command(
         "s/step: mean over the timed steps (Adam: each round's fastest of 3); x Adam: summed "
         "step times over Adam's in the same rounds; grad-eq: the step's FLOPs / one gradient's; "
         "wall/FLOP = (x Adam) / grad-eq; in prod: share of the step in curvature products; "
+        "prod w/F and rest w/F: wall/FLOP of the products and of the rest of the step; "
         "CG its: the longest block's CG iterations per step"
     )

@@ -142,3 +142,30 @@ def test_selection_under_stop_at_target_is_fewest_updates_to_the_target(stop):
     outcomes = [_outcome(None, 0.89), _outcome(40, 0.91), _outcome(25, 0.90), _outcome(None, 0.95)]
     best, score = plan.select(outcomes)
     assert best["lr"] == (1e-1 if stop else 1.0) and score == (0.90 if stop else 0.95)
+
+
+class _Crash(Exception):
+    """Stands for a kill right after a checkpoint."""
+
+
+def test_a_resumed_run_stops_early_where_an_uninterrupted_one_does(tmp_path, monkeypatch):
+    spec = _spec("sgd", {"lr": 1e-7}, steps=100, patience=12)
+    straight = _run(tmp_path / "straight", spec)
+    assert straight["stopped_early"] == {"reason": "no_improvement", "step": 15}
+    store = ResultStore(tmp_path / "crashed")
+    real_save = store.save_checkpoint
+
+    def save_then_crash(spec, state):
+        real_save(spec, state)
+        if state["state"]["step"] >= 11:  # past the evaluation at 10, short of the stop at 15
+            raise _Crash
+
+    monkeypatch.setattr(store, "save_checkpoint", save_then_crash)
+    execution = Execution(torch.device("cpu"), progress=False, checkpoint_every=0.0)
+    with pytest.raises(_Crash):
+        run_one(spec, store, execution)
+    assert any((tmp_path / "crashed" / "_runs").glob("*.ckpt"))
+    monkeypatch.setattr(store, "save_checkpoint", real_save)
+    resumed = run_one(spec, store, Execution(torch.device("cpu"), progress=False))
+    assert resumed.status == "finished"
+    assert without_timings(resumed.load()) == without_timings(straight)

@@ -107,3 +107,23 @@ def test_cg_check_every_reaches_the_optimizers_cg():
     with step_cost._cg_options(5):
         assert hf_module.block_cg.func is real and hf_module.block_cg.keywords == {"check_every": 5}
     assert hf_module.block_cg is real
+
+
+def test_product_equivalents_count_every_product():
+    # HF from zero with CG held to exactly 2 and 4 iterations: 2 + 1 and 4 + 1 products of the
+    # same size (the block is every parameter; the +1 is the step scale's full product)
+    fixed = {"warm_start": 0.0, "cg_tol": 1e-12}
+    rows = step_cost.measure_step_cost(
+        "mnist_mlp",
+        [
+            ("hf", {**fixed, "cg_max_iters": 2, "cg_min_iters": 2}),
+            ("hf", {**fixed, "cg_max_iters": 4, "cg_min_iters": 4}),
+        ],
+        device=torch.device("cpu"),
+        batch_size=16,
+        steps=2,
+        warmup=0,
+    )
+    two, four = rows[1:]
+    assert two.cg_iterations == 2.0 and four.cg_iterations == 4.0
+    assert four.product_equivalents / two.product_equivalents == pytest.approx(5 / 3)

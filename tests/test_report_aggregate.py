@@ -236,3 +236,29 @@ def test_a_time_budget_setting_holds_seeds_that_covered_different_epochs(tmp_pat
     assert (row["n_runs"], row["seeds"], row["budget"]) == (3, "1,2,3", "60 s")
     assert "num_epochs" not in row["setting"] and "time_budget=60" in row["setting"]
     assert row["varied"] == "–"
+
+
+def test_a_time_to_target_study_selects_the_fewest_updates_as_its_tuner_did(tmp_path: Path) -> None:
+    """Under stop_at_target every run that got there ends at the target's level, so the final
+    validation metric says nothing; the setting shown is the one with the fewest updates."""
+    root = tmp_path / "results"
+    budget = {"epochs": None, "steps": 40, "time_budget": None, "eval_every": 8}
+    stop = {**budget, "stop_at_target": True, "patience": 16}
+    # 0.5 s per update: reached_seconds 4 -> 8 updates, 12 -> 24 updates
+    write_run(root, hps={"lr": 0.01}, seed=1, final_valid=0.81, reached_seconds=12.0, budget=stop)
+    write_run(root, hps={"lr": 0.1}, seed=1, final_valid=0.85, reached_seconds=None, budget=stop)
+    for seed in (1, 2, 3):
+        write_run(
+            root, hps={"lr": 0.001}, seed=seed, final_valid=0.8, reached_seconds=4.0, budget=stop
+        )
+    settings = setting_table(load_results([root]).runs)
+    ranked = settings.sort_values("rank")
+    assert list(ranked["setting"].str.extract(r"lr=([0-9.]+)")[0]) == ["0.001", "0.01", "0.1"]
+    assert list(ranked["selection_steps"]) == [8.0, 24.0, INF]
+    assert set(ranked["budget"]) == {"40 steps, eval every 8, stop at target, patience 16"}
+    # the same runs without early stops are selected on the final validation metric
+    plain = tmp_path / "plain"
+    for hps, valid in (({"lr": 0.01}, 0.81), ({"lr": 0.1}, 0.85), ({"lr": 0.001}, 0.8)):
+        write_run(plain, hps=hps, seed=1, final_valid=valid, reached_seconds=4.0, budget=budget)
+    first = setting_table(load_results([plain]).runs).sort_values("rank").iloc[0]
+    assert "lr=0.1 " in first["setting"] + " "

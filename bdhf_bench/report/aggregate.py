@@ -15,7 +15,11 @@ Rules (docs/report.md says why):
 - selection: for each problem, budget and optimizer, the setting with the best mean of the final
   VALIDATION metric (max accuracy / min loss) over the seeds every one of its settings ran (the
   tuning seed, when a tuner reran only its choice with more seeds: a one-seed setting is never
-  weighed against another's three-seed mean); over all seeds when they share none. A diverged run
+  weighed against another's three-seed mean); over all seeds when they share none. Under a
+  budget that stops at the target (a time-to-target study) the final metric is the target's
+  level for every run that got there, so the rule is the tuner's: fewest updates to the target
+  (mean over the shared seeds; any miss ranks after every setting without one), then the final
+  validation metric. A diverged run
   scores the worst value
   (-inf accuracy / +inf loss), so a setting with any diverged seed ranks below every setting
   without one. Ties: fewer diverged runs, then the setting string. Test metrics are never used.
@@ -68,6 +72,14 @@ def _selection_scores(runs: pd.DataFrame) -> pd.Series:
     return valid.where(~bad, worst).astype(float)
 
 
+def _mean_steps_to_target(runs: pd.DataFrame) -> float:
+    """Mean updates to the target over ``runs``; +inf when any of them missed it."""
+    steps = pd.to_numeric(runs["steps_to_target"], errors="coerce").astype(float)
+    if steps.isna().any() or not np.isfinite(steps).all():
+        return math.inf
+    return float(steps.mean())
+
+
 def _first(series: pd.Series) -> object:
     values = series.dropna()
     return values.iloc[0] if len(values) else None
@@ -111,6 +123,8 @@ def _setting_row(group: pd.DataFrame, scored: pd.Series) -> dict[str, object]:
         "n_diverged": int((group["status"] == "diverged").sum()),
         "seeds": ",".join(str(s) for s in sorted(group["seed"])),
         "selection_score": float(np.mean(_selection_scores(group[scored]).to_numpy())),
+        "stop_at_target": bool(group["stop_at_target"].all()),
+        "selection_steps": _mean_steps_to_target(group[scored]),
         "selection_seeds": ",".join(str(s) for s in sorted(group.loc[scored, "seed"])),
         "final_mean": float(np.mean(final)) if final.size else math.nan,
         "final_std": population_std(final),
@@ -179,7 +193,10 @@ def rank_settings(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     for _, group in table.groupby(by, sort=True):
         sign = -1.0 if higher_is_better(group["metric_kind"].iloc[0]) else 1.0
         group = group.assign(_key=sign * group["selection_score"].astype(float))
-        group = group.sort_values(["_key", "n_diverged", "setting"], kind="mergesort")
+        order = ["_key", "n_diverged", "setting"]
+        if "stop_at_target" in group and group["stop_at_target"].all():
+            order.insert(0, "selection_steps")  # the tuner's rule in a time-to-target study
+        group = group.sort_values(order, kind="mergesort")
         group = group.drop(columns="_key")
         group["rank"] = range(1, len(group) + 1)
         ordered.append(group)

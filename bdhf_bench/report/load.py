@@ -103,9 +103,11 @@ def setting_key(record: RunRecord) -> str:
     run = [f"batch_size={record.batch_size}"]
     if record.budget.get("steps") is None and record.budget.get("time_budget") is None:
         run.append(f"num_epochs={format_value(record.num_epochs)}")
+    if record.budget.get("stop_at_target"):
+        run.append("stop_at_target")
     if record.weight_decay is not None:
         run.append(f"weight_decay={format_value(record.weight_decay)}")
-    for key in ("steps", "time_budget", "eval_every"):
+    for key in ("steps", "time_budget", "eval_every", "patience"):
         if record.budget.get(key) is not None:
             run.append(f"{key}={format_value(record.budget[key])}")
     return " | ".join(part for part in (hps, ", ".join(run)) if part)
@@ -126,6 +128,10 @@ def budget_label(record: RunRecord) -> str:
         parts.append(f"{format_value(record.num_epochs)} epochs")
     if budget.get("eval_every") is not None:
         parts.append(f"eval every {format_value(budget['eval_every'])}")
+    if budget.get("stop_at_target"):
+        parts.append("stop at target")
+    if budget.get("patience") is not None:
+        parts.append(f"patience {format_value(budget['patience'])}")
     return ", ".join(parts)
 
 
@@ -284,6 +290,7 @@ def _base(record: RunRecord, path: Path, root: Path, rel: str) -> dict[str, Any]
         "seed": record.seed,
         "status": record.status,
         "budget": budget_label(record),
+        "stop_at_target": bool(record.budget.get("stop_at_target")),
     }
     for name, value in record.hyperparameters.items():
         base[f"{HP_PREFIX}{name}"] = (

@@ -788,7 +788,9 @@ def leaderboard(
         raise _run_error(exc) from None
     failed = [o for o in outcomes if o.status == "failed"]
     try:
-        summary = build_report([results], out, baselines=default_baselines_path())
+        summary = build_report(
+            [results], out, baselines=default_baselines_path(), milestones=suite.levels
+        )
     except ReportInputError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"leaderboard: {summary.leaderboard}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..levels import Level
 from . import markdown, page
 from .baselines import load_baselines
 from .load import LoadedResults, SkippedFile, load_results
@@ -78,6 +79,7 @@ def build_report(
     results_dirs: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     baselines: str | os.PathLike[str] | None = None,
+    milestones: Sequence[Level] = (),
 ) -> ReportSummary:
     """Read every result file under ``results_dirs`` and write the report into ``out_dir``.
 
@@ -88,7 +90,7 @@ def build_report(
     loaded = _load(results_dirs)
     reference = _baselines(baselines)
     out = ReportWriter(Path(out_dir))
-    sections = ReportSections(loaded, reference, out)
+    sections = ReportSections(loaded, reference, out, milestones)
     document = sections.build(results_dirs)
     leaderboard = out.text(LEADERBOARD, markdown.render(document))
     html = out.text(HTML, page.render(document))

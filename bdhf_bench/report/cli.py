@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..levels import LevelError, parse_level
 from .baselines import default_baselines_path
 from .build import ReportInputError, build_report
 
@@ -38,10 +39,27 @@ def _fail(message: str) -> None:
     help="DeepOBS baselines CSV [default: baselines/deepobs_baselines_v1.1.csv when present].",
 )
 @click.option("--no-baselines", is_flag=True, help="Do not show DeepOBS's published baselines.")
+@click.option(
+    "--level",
+    "level_texts",
+    multiple=True,
+    metavar="PROBLEM:SPLIT_METRIC<=VALUE",
+    help="Also time each optimizer to this level, e.g. mnist_autoencoder:valid_loss<=125 "
+    "(repeatable; an accuracy level uses >=).",
+)
 def report_command(
-    results_dirs: tuple[str, ...], out_dir: str, baselines: str | None, no_baselines: bool
+    results_dirs: tuple[str, ...],
+    out_dir: str,
+    baselines: str | None,
+    no_baselines: bool,
+    level_texts: tuple[str, ...],
 ) -> None:
     """Aggregate result files into a leaderboard (markdown, self-contained HTML, CSV, PNG)."""
+    try:
+        milestones = [parse_level(text) for text in level_texts]
+    except LevelError as err:
+        _fail(str(err))
+        return
     if not results_dirs:
         _fail("give at least one RESULTS_DIR")
     for folder in results_dirs:
@@ -55,7 +73,7 @@ def report_command(
         default = default_baselines_path()
         baselines = None if default is None else str(default)
     try:
-        summary = build_report(results_dirs, out_dir, baselines=baselines)
+        summary = build_report(results_dirs, out_dir, baselines=baselines, milestones=milestones)
     except ReportInputError as err:
         _fail(str(err))
         return

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from .. import __version__
-from . import batch_size, figures, tables
+from . import batch_size, figures, levels, tables
 from .aggregate import curvature_table, mixed_budgets, setting_table, summary_table
 from .baselines import CITATION, LABEL, baselines_for
 from .document import Bullets, Document, Image
@@ -75,9 +75,14 @@ class ReportSections:
     """Aggregates once, then adds each section to ``doc`` (and its files to the writer)."""
 
     def __init__(
-        self, loaded: LoadedResults, baselines: pd.DataFrame | None, out: ReportWriter
+        self,
+        loaded: LoadedResults,
+        baselines: pd.DataFrame | None,
+        out: ReportWriter,
+        milestones: Sequence[levels.Level] = (),
     ) -> None:
         self.loaded = loaded
+        self.milestones = list(milestones)
         self.baselines = baselines
         self.out = out
         self.notes: list[str] = []
@@ -156,6 +161,17 @@ class ReportSections:
 
     def leaderboard(self) -> None:
         self.doc.add("Leaderboard", tables.leaderboard(self.summary))
+
+    def levels(self) -> None:
+        """Time to each milestone level asked for (``--level``), beside the target's."""
+        if not self.milestones:
+            return
+        table = levels.level_table(self.loaded.evaluations, self.summary, self.milestones)
+        if table.empty:
+            self.doc.add("Time to each level", "No selected runs on the problems of the levels.")
+            return
+        self.out.csv("levels", table)
+        self.doc.add("Time to each level", levels.table_block(table))
 
     def details(self) -> None:
         self.doc.add(
@@ -348,6 +364,7 @@ class ReportSections:
         """Every section in page order: the answer first, then its evidence, then the rest."""
         self.headline()
         self.leaderboard()
+        self.levels()
         self.about(results_dirs)
         for workload, rows in self.workloads():
             self.problem(workload, rows)

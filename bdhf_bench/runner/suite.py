@@ -10,6 +10,7 @@ A suite file::
                                       # overrides)
     workers = 2                       # optional: runs at once it is sized for (one thread
                                       # each, capped at the cores here; --workers overrides)
+    levels = ["mnist_mlp:valid_accuracy>=0.9"]  # optional: milestones the report also times
 
     [defaults]                        # any experiment key; experiments override it
     data = "synthetic"
@@ -46,6 +47,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from ..levels import Level, LevelError, parse_level
 from ..optim import get_optimizer
 from ..plugins import unknown_name_message
 from ..problems import get_problem
@@ -75,7 +77,16 @@ EXPERIMENT_KEYS = {
     "sweep": "a table of non-empty lists",
 }
 """Every key an experiment (or ``[defaults]``) may have, and what its value must be."""
-SUITE_KEYS = {"description", "results", "report", "device", "workers", "defaults", "experiment"}
+SUITE_KEYS = {
+    "description",
+    "results",
+    "report",
+    "device",
+    "workers",
+    "levels",
+    "defaults",
+    "experiment",
+}
 
 
 class SuiteError(ValueError):
@@ -106,6 +117,8 @@ class Suite:
     """The device the suite is meant for ("cpu" or "cuda"), None: whatever is there."""
     workers: int = 1
     """Runs at once the suite is sized for (the leaderboard's default for ``--workers``)."""
+    levels: list[Level] = field(default_factory=list)
+    """Milestone levels its report times besides each problem's target."""
     runs: list[RunSpec] = field(default_factory=list)
     """Runs with fixed hyperparameters."""
     tunings: list[TunePlan] = field(default_factory=list)
@@ -150,6 +163,13 @@ def load_suite(name: str) -> Suite:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SuiteError(f"suite {path}: workers must be a positive integer, got {workers!r}")
     suite.workers = workers
+    texts = data.get("levels", [])
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise SuiteError(f"suite {path}: levels must be a list of strings, got {texts!r}")
+    try:
+        suite.levels = [parse_level(text) for text in texts]
+    except LevelError as exc:
+        raise SuiteError(f"suite {path}: {exc}") from None
     for i, raw in enumerate(experiments, 1):
         try:
             _add_experiment(suite, {**defaults, **raw})

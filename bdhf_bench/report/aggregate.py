@@ -19,10 +19,9 @@ Rules (docs/report.md says why):
   budget that stops at the target (a time-to-target study) the final metric is the target's
   level for every run that got there, so the rule is the tuner's: fewest updates to the target
   (mean over the shared seeds; any miss ranks after every setting without one), then the final
-  validation metric. A diverged run
-  scores the worst value
-  (-inf accuracy / +inf loss), so a setting with any diverged seed ranks below every setting
-  without one. Ties: fewer diverged runs, then the setting string. Test metrics are never used.
+  validation metric. A diverged run scores the worst value (-inf accuracy / +inf loss), so a
+  setting with any diverged seed ranks below every setting without one. Ties: fewer diverged
+  runs, then the setting string. Test metrics are never used.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 
 from .document import Table
@@ -101,18 +100,16 @@ def batch_size_figure(
         color = (colors or {}).get(str(optimizer))
         rows = rows.sort_values("batch_size")
         hit = rows[np.isfinite(rows["updates"])]
-        sns.lineplot(
-            data=hit,
-            x="batch_size",
-            y="updates",
-            ax=ax,
+        # NaN at a miss breaks the line there: no segment may join two finite points across a
+        # batch size where the optimizer never got to the level (seaborn's lineplot would).
+        (line,) = ax.plot(
+            rows["batch_size"].to_numpy(dtype=float),
+            rows["updates"].where(np.isfinite(rows["updates"])).to_numpy(dtype=float),
             marker="o",
             color=color,
             label=str(optimizer),
-            estimator=None,
-            sort=True,
         )
-        color = ax.get_lines()[-1].get_color() if len(hit) else color
+        color = line.get_color() if len(hit) else color
         missed = rows[~np.isfinite(rows["updates"])]
         if len(missed):
             ax.plot(

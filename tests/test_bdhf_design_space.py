@@ -129,14 +129,6 @@ def test_frozen_parameters_need_no_block():
 # -- the step with and without the rescale ---------------------------------------------------------
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def _net_and_data():
     torch.manual_seed(3)
     net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 3))

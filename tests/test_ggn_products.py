@@ -23,12 +23,7 @@ from bdhf_bench.problems.lstm import StackedLSTM
 RTOL = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # every test: tests/conftest.py
 
 
 class LastStep(nn.Module):

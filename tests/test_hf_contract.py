@@ -15,13 +15,7 @@ from torch import nn
 from bdhf_bench.curvature import MSE, CrossEntropy, as_output_loss, partition
 from bdhf_bench.optim import BlockDiagonalHF, HessianFree, ModelClosure, param_groups_from_blocks
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # every test: tests/conftest.py
 
 
 def _regression(seed=0, n=32, d=4, k=2):

@@ -20,14 +20,6 @@ from bdhf_bench.optim import (
 )
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def _least_squares(seed=0, n=64, d=6, k=3):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g)

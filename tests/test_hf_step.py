@@ -14,13 +14,7 @@ import bdhf_bench.optim.hf as hf_module
 from bdhf_bench.curvature import MSE, CrossEntropy, partition
 from bdhf_bench.optim import BlockDiagonalHF, HessianFree, ModelClosure, param_groups_from_blocks
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # every test: tests/conftest.py
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ command runs a suite and writes its report."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from runner_helpers import cli, load, result_files
 
@@ -98,10 +100,9 @@ def test_unknown_suite_name_lists_the_valid_ones(tmp_path):
     assert res.exit_code == 2
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and "unknown suite 'cii' (did you mean ci" in lines[0]
-    assert (
-        "valid: ci, paper, paper_cpu, paper_cpu_60_updates, paper_cpu_batch_size, "
-        "paper_cpu_lstm, small" in lines[0]
-    )
+    shipped = sorted(path.stem for path in (Path(__file__).parents[1] / "runners").glob("*.toml"))
+    assert {"ci", "paper_cpu", "small"} <= set(shipped)
+    assert "valid: " + ", ".join(shipped) in lines[0]
 
 
 def test_leaderboard_runs_a_suite_and_writes_its_report(tmp_path):

@@ -138,6 +138,13 @@ def batch_size_figure(
     ticks = sorted(int(b) for b in table["batch_size"].unique())
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.minorticks_off()
+    # a log axis over less than a decade labels one power of ten at most: label 1-2-5 steps
+    finite = table["updates"][np.isfinite(table["updates"])]
+    if len(finite):
+        low, high = float(finite.min()) / 1.25, float(finite.max()) * 1.25
+        steps = [m * 10**e for e in range(8) for m in (1, 2, 5)]
+        ax.set_yticks([v for v in steps if low <= v <= high] or [float(finite.min())])
+        ax.yaxis.set_major_formatter(lambda value, _: f"{value:g}")
     ax.set_xlabel("gradient batch size (examples)")
     ax.set_ylabel("updates to the level (median over seeds)")
     ax.set_title(title + "\n(each point tuned; n reached / n seeds beside it)", fontsize="small")

@@ -74,7 +74,7 @@ def _selection_scores(runs: pd.DataFrame) -> pd.Series:
 def _mean_steps_to_target(runs: pd.DataFrame) -> float:
     """Mean updates to the target over ``runs``; +inf when any of them missed it."""
     steps = pd.to_numeric(runs["steps_to_target"], errors="coerce").astype(float)
-    if steps.isna().any() or not np.isfinite(steps).all():
+    if not np.isfinite(steps).all():  # NaN (no target) counts as a miss too
         return math.inf
     return float(steps.mean())
 

@@ -17,37 +17,25 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..levels import Level
 from .document import Table
 from .figures import MISS_LABEL, _new_figure
+from .levels import reach
 from .tables import number, to_target
 
 RUN_KEYS = ["problem", "optimizer", "setting", "batch_size", "seed"]
-COSTS = {
-    "updates": "step",
-    "gradient_equivalents": "gradient_equivalents",
-    "seconds": "train_seconds",
-}
-"""Each time-to-level column and the evaluation column it is read from."""
-
-
-def _meets(values: pd.Series, metric: str, level: float) -> pd.Series:
-    return values >= level if metric == "accuracy" else values <= level
+COSTS = ("updates", "gradient_equivalents", "seconds")
+"""The time-to-level columns (report/levels.py's ``reach`` reads them off the evaluations)."""
 
 
 def first_reach(evaluations: pd.DataFrame, metric: str, split: str, level: float) -> pd.DataFrame:
     """Per run: updates, gradient-equivalents and seconds at the first evaluation whose
     ``{split}_{metric}`` meets ``level`` (inf when none does), and the run's best value."""
-    column = f"{'train' if split == 'train_eval' else split}_{metric}"
-    rows = []
-    for key, run in evaluations.groupby(RUN_KEYS, sort=True):
-        run = run.sort_values("step")
-        values = pd.to_numeric(run[column], errors="coerce")
-        hit = run[_meets(values, metric, level).fillna(False).to_numpy()]
-        best = values.max() if metric == "accuracy" else values.min()
-        row = dict(zip(RUN_KEYS, key), best=float(best))
-        for name, source in COSTS.items():
-            row[name] = float(hit[source].iloc[0]) if len(hit) else math.inf
-        rows.append(row)
+    milestone = Level("", "train" if split == "train_eval" else split, metric, level)
+    rows = [
+        {**dict(zip(RUN_KEYS, key)), **reach(milestone, run)}
+        for key, run in evaluations.groupby(RUN_KEYS, sort=True)
+    ]
     return pd.DataFrame(rows, columns=[*RUN_KEYS, "best", *COSTS])
 
 

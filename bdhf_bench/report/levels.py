@@ -21,7 +21,10 @@ from .document import Table
 from .tables import number
 
 
-def _run_row(level: Level, evals: pd.DataFrame) -> dict[str, float]:
+def reach(level: Level, evals: pd.DataFrame) -> dict[str, float]:
+    """One run's evaluations -> its update, training seconds and gradient-equivalents at the
+    first finite value at or past ``level`` (inf when none is), its best finite value and the
+    updates it ran."""
     evals = evals.sort_values("step")
     values = pd.to_numeric(evals[f"{level.split}_{level.metric}"], errors="coerce")
     values = values.to_numpy(dtype=float)
@@ -55,7 +58,7 @@ def level_table(
                 & (evaluations["optimizer"] == entry.optimizer)
                 & (evaluations["setting"] == entry.setting)
             ]
-            runs = [_run_row(level, group) for _, group in mine.groupby("run_id", sort=True)]
+            runs = [reach(level, group) for _, group in mine.groupby("run_id", sort=True)]
             if not runs:
                 continue
             frame = pd.DataFrame(runs)

@@ -1,6 +1,7 @@
 """The overhead-free CG loop against the loop it replaced (tests/cg_reference.py, kept verbatim):
-bitwise equal with default options; ``check_every`` > 1 equal in every result but the product
-counts; the products written into one reused buffer equal the packed products."""
+bitwise equal with default options, with a workspace reused across runs and with the damping
+added by the product; ``check_every`` > 1 equal in every result but the product counts; the
+products written into one reused buffer (damped or not) equal the packed products."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import torch
 from cg_reference import reference_block_cg
 from torch import nn
 
-from bdhf_bench.curvature import BlockLayout, CrossEntropy, GGNContext, block_cg, partition
+from bdhf_bench.curvature import (
+    BlockLayout,
+    CrossEntropy,
+    GGNContext,
+    Workspace,
+    block_cg,
+    partition,
+)
 
 
 def _spd(n: int, cond: float, seed: int, dtype: torch.dtype) -> torch.Tensor:
@@ -115,6 +123,70 @@ def test_default_loop_is_bitwise_the_reference(name):
     _same(_run(block_cg, case, check_every=1), ref)
 
 
+def _damping_matvec(case):
+    """The case's matvec with the damping added by the product itself (``matvec_damps``)."""
+    sizes = case["sizes"]
+    dtype = case.get("dtype", torch.float64)
+    _, matvec = _system(sizes, case["conds"], dtype)
+
+    def damped(p, active, lam):
+        ap = matvec(p, active)
+        for ap_k, p_k, a, lam_k in zip(ap.split(sizes), p.split(sizes), active, lam):
+            if a and lam_k:
+                torch.add(ap_k, p_k, alpha=lam_k, out=ap_k)
+        return ap
+
+    return damped
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_reused_workspace_and_a_damping_matvec_keep_the_bits(name):
+    case = CASES[name]
+    ref = _run(reference_block_cg, case)
+    ws = Workspace()
+    other = dict(case, kw=dict(case["kw"], max_iters=3))
+    first = _run(block_cg, other, workspace=ws)  # leaves stale values behind
+    first.x.fill_(float("nan"))
+    for _, v in first.iterates:
+        v.fill_(float("nan"))
+    got = _run(block_cg, case, workspace=ws)
+    _same(got, ref)
+    assert got.x is first.x  # the same storage, run after run
+    held = len(ws)
+    _same(_run(block_cg, case, workspace=ws), ref)
+    assert len(ws) == held
+
+    def fused(matvec, b, layout, damping, **kw):
+        return block_cg(_damping_matvec(case), b, layout, damping, matvec_damps=True, **kw)
+
+    _same(_run(fused, case), ref)
+
+
+def test_workspace_reuses_storage_per_name_shape_and_dtype():
+    ws = Workspace()
+    a = torch.zeros(5)
+    t = ws.get("v", a)
+    assert t.shape == (5,) and t.dtype == a.dtype
+    assert ws.get("v", a) is t
+    assert ws.get("w", a) is not t
+    assert ws.get("v", a, (2, 3)).shape == (2, 3)  # a new shape: new storage
+    assert ws.get("v", torch.zeros(2, 3)).data_ptr() == ws.get("v", a, (2, 3)).data_ptr()
+    assert ws.get("v", a.double(), (2, 3)).dtype == torch.float64
+    assert len(ws) == 2 and ws.nbytes() == 6 * 8 + 5 * 4
+    ws.clear()
+    assert len(ws) == 0
+
+
+def test_pack_into_a_buffer_is_the_pack():
+    params = [torch.randn(3, 4), torch.randn(7), torch.randn(2, 2, 2)]
+    layout = BlockLayout([params[:2], params[2:]])
+    out = torch.full((layout.numel,), float("nan"))
+    assert layout.pack(params, out=out) is out
+    assert torch.equal(out, layout.pack(params))
+    with pytest.raises(ValueError, match="expected"):
+        layout.pack(params, out=torch.empty(layout.numel + 1))
+
+
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("every", [2, 3, 8])
 def test_check_every_keeps_the_results_and_pays_in_products(name, every):
@@ -189,6 +261,36 @@ def test_layout_product_into_a_buffer_is_the_packed_product(active):
             assert got[lo:hi].abs().sum() > 0
 
 
+@pytest.mark.parametrize("width", [8, 37])
+@pytest.mark.parametrize("active", [[True, True, True], [True, False, True]])
+def test_a_damped_product_is_the_product_plus_the_damping(width, active):
+    """Weights with L2 and biases without, sizes that end inside a vector register: the fused
+    damping has the bits of adding ``lambda v`` to the written product afterwards."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(13, width), nn.Tanh(), nn.Linear(width, 29))
+    model.append(nn.Tanh()).append(nn.Linear(29, 3))
+    x = torch.randn(16, 13)
+    y = torch.randint(0, 3, (16,))
+    params = list(model.parameters())
+    l2 = [0.01 if p.dim() > 1 else 0.0 for p in params]
+    ctx = GGNContext.from_model(model, x, y, CrossEntropy(), params, l2)
+    layout = BlockLayout([b.params for b in partition(model)], all_params=params)
+    v = torch.randn(layout.numel, generator=torch.Generator().manual_seed(3))
+    lam = [0.3, 0.0, 1e-3]
+    ref = ctx.layout_mvp(layout, v, active, out=torch.empty_like(v))
+    for (lo, hi), a, lam_b in zip(layout.block_bounds, active, lam):
+        if a and lam_b:
+            ref[lo:hi].add_(v[lo:hi], alpha=lam_b)
+    out = torch.full_like(v, float("nan"))
+    got = ctx.layout_mvp(layout, v, active, out=out, damping=lam)
+    assert got is out and torch.equal(got, ref)
+    assert not torch.equal(got, ctx.layout_mvp(layout, v, active))  # the damping is there
+    with pytest.raises(ValueError, match="damping needs out"):
+        ctx.layout_mvp(layout, v, active, damping=lam)
+    with pytest.raises(ValueError, match="one value per block"):
+        ctx.layout_mvp(layout, v, active, out=out, damping=lam[:2])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_all_finite_is_isfinite_all(dtype):
     from bdhf_bench.curvature import all_finite
@@ -206,15 +308,20 @@ def test_all_finite_is_isfinite_all(dtype):
 
 
 def _old_engine(monkeypatch):
-    """The step as before: the reference loop, and products packed into a new vector."""
+    """The step as before: the reference loop (which damps the products itself, in a new
+    vector each time), and products packed into a new vector."""
     import bdhf_bench.optim.hf as hf_module
 
     real = GGNContext.layout_mvp
 
-    def packed(self, layout, flat, active, out=None):
+    def packed(self, layout, flat, active, out=None, damping=None):
         return real(self, layout, flat, active)
 
-    monkeypatch.setattr(hf_module, "block_cg", reference_block_cg)
+    def reference(matvec, *args, matvec_damps=False, workspace=None, **kwargs):
+        undamped = (lambda p, active: matvec(p, active, None)) if matvec_damps else matvec
+        return reference_block_cg(undamped, *args, **kwargs)
+
+    monkeypatch.setattr(hf_module, "block_cg", reference)
     monkeypatch.setattr(GGNContext, "layout_mvp", packed)
 
 

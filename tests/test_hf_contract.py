@@ -366,7 +366,9 @@ def test_infinite_curvature_along_the_direction_is_rejected(monkeypatch):
 
     model, x, y = _regression()
     before = _flat(model)
-    monkeypatch.setattr(GGNContext, "layout_full_mvp", lambda self, layout, v: v * math.inf)
+    monkeypatch.setattr(
+        GGNContext, "layout_full_mvp", lambda self, layout, v, out=None: v * math.inf
+    )
     opt = HessianFree(model.parameters(), damping=1.0)
     opt.step(ModelClosure(model, MSE(), x, y))
     assert opt.last_step.outcome == "nonfinite_curvature" and not opt.last_step.accepted

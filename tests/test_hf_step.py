@@ -4,6 +4,8 @@ curvature sub-batches, and the pass counters."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,13 +21,16 @@ pytestmark = pytest.mark.usefixtures("float64")  # every test: tests/conftest.py
 
 @pytest.fixture
 def cg_calls(monkeypatch):
-    """Every block_cg call of the optimizer: (keyword arguments, result)."""
+    """Every block_cg call of the optimizer: (keyword arguments, result), copied when made:
+    the optimizer's CG vectors live in its workspace, which the next step overwrites."""
     calls = []
     real = hf_module.block_cg
 
     def spy(*args, **kwargs):
+        snapshot = {k: v.clone() if torch.is_tensor(v) else v for k, v in kwargs.items()}
         res = real(*args, **kwargs)
-        calls.append((kwargs, res))
+        kept = [(i, v.clone()) for i, v in res.iterates]
+        calls.append((snapshot, dataclasses.replace(res, x=res.x.clone(), iterates=kept)))
         return res
 
     monkeypatch.setattr(hf_module, "block_cg", spy)

@@ -13,6 +13,7 @@ from .losses import (
     OutputLoss,
     as_output_loss,
 )
+from .workspace import Workspace
 
 __all__ = [
     "MSE",
@@ -27,6 +28,7 @@ __all__ = [
     "OutputHessian",
     "OutputLoss",
     "ParamBlock",
+    "Workspace",
     "all_finite",
     "as_output_loss",
     "backtracking_schedule",

@@ -234,8 +234,9 @@ class BlockLayout:
     def num_blocks(self) -> int:
         return len(self.blocks)
 
-    def pack(self, tensors: Sequence[Tensor | None]) -> Tensor:
-        """One flat vector from per-parameter tensors (None counts as zeros)."""
+    def pack(self, tensors: Sequence[Tensor | None], out: Tensor | None = None) -> Tensor:
+        """One flat vector from per-parameter tensors (None counts as zeros); with ``out``
+        (shape ``(numel,)``) written there."""
         if len(tensors) != len(self.params):
             raise ValueError(f"expected {len(self.params)} tensors, got {len(tensors)}")
         parts = []
@@ -248,7 +249,11 @@ class BlockLayout:
                 )
             else:
                 parts.append(t.reshape(-1))
-        return torch.cat(parts)
+        if out is None:
+            return torch.cat(parts)
+        if out.shape != (self.numel,):
+            raise ValueError(f"out of shape {tuple(out.shape)}, expected ({self.numel},)")
+        return torch.cat(parts, out=out)
 
     def unpack(self, flat: Tensor) -> list[Tensor]:
         """Per-parameter views into a flat vector (no copy)."""

@@ -23,6 +23,10 @@ over the whole vector); inner products are BLAS reductions in the vectors' preci
 scalars they produce (alpha, beta, phi) are combined in float64. phi follows CG's exact
 recurrence ``phi_{i+1} = phi_i - alpha_i r_i^T y_i / 2`` rather than being recomputed from
 x and r, which saves two passes over the vectors per iteration.
+
+With ``matvec_damps`` the product adds ``lambda p`` as it writes its result (one pass fewer per
+iteration, the same bits). The vectors live in a ``Workspace`` that a caller may keep between
+runs, so a run writes into memory that is already mapped.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import torch
 from torch import Tensor
 
 from .blocks import BlockLayout
+from .workspace import Workspace
 
 MatVec = Callable[[Tensor, Sequence[bool]], Tensor]
 
@@ -113,6 +118,8 @@ def block_cg(
     keep_iterates: bool = False,
     residual_tol: float = 1e-10,
     check_every: int = 1,
+    matvec_damps: bool = False,
+    workspace: Workspace | None = None,
 ) -> CGResult:
     """Solve ``(A_bb + damping_b I) x_b = b_b`` for every block b.
 
@@ -135,6 +142,13 @@ def block_cg(
             step, so x, phi, the iterations, the stop reasons and the kept iterates are those
             of ``check_every=1``; only a block stopped by a non-finite product may then end
             with non-finite entries in its segment of x (such a result is rejected anyway).
+        matvec_damps: ``matvec(p, active, damping)`` returns the damped product
+            ``(A_bb + damping_b I) p_b`` itself (``damping``: one float per block), so the
+            damping costs no pass of its own.
+        workspace: where x, r, the direction and the kept iterates live; one kept by the caller
+            between runs saves allocating (and faulting in) them each time. The result's ``x``
+            and iterates are then workspace tensors, valid until the workspace's next use.
+            None: a fresh one (new tensors).
     """
     if b.shape != (layout.numel,):
         raise ValueError(f"right-hand side of shape {tuple(b.shape)}, expected ({layout.numel},)")
@@ -160,6 +174,8 @@ def block_cg(
     one_lambda = len(set(lam)) == 1
 
     def damped(p: Tensor, active: Sequence[bool]) -> Tensor:
+        if matvec_damps:
+            return matvec(p, active, lam)  # type: ignore[call-arg]
         ap = matvec(p, active)
         if one_lambda:
             # one kernel; inactive segments are ignored, so damping them too is harmless
@@ -177,21 +193,23 @@ def block_cg(
     block_products = [0] * nb
     matvecs = 0
 
+    ws = workspace if workspace is not None else Workspace()
+    x, r, p = (ws.get(name, b) for name in ("cg.x", "cg.r", "cg.p"))
     if x0 is None:
-        x = torch.zeros_like(b)
-        r = -b
+        x.zero_()
+        torch.neg(b, out=r)
         phi = torch.zeros(nb, dtype=torch.float64, device=dev)
     else:
         if x0.shape != b.shape:
             raise ValueError("x0 must have the shape of b")
-        x = x0.clone()
-        r = damped(x, everyone) - b
+        x.copy_(x0)
+        torch.sub(damped(x, everyone), b, out=r)
         matvecs += 1
         block_products = [1] * nb
-        phi = 0.5 * dots(r - b, x, everyone)
+        phi = 0.5 * dots(torch.sub(r, b, out=p), x, everyone)  # p is free until set below
     # y = M^-1 r; without a preconditioner y is r itself.
-    y = r if preconditioner is None else r / preconditioner
-    p = -y
+    y = r if preconditioner is None else torch.div(r, preconditioner, out=ws.get("cg.y", b))
+    torch.neg(y, out=p)
     ry = dots(r, y, everyone)
     solved_at = ry * residual_tol**2
     phis = [phi]
@@ -204,6 +222,10 @@ def block_cg(
     schedule = set(backtracking_schedule(limit)) if keep_iterates else set()
     iterates: list[tuple[int, Tensor]] = []
     xs, rs, ys, ps = (list(v.split(sizes)) for v in (x, r, y, p))
+
+    def keep(j: int) -> None:
+        iterates.append((j, ws.get(f"cg.iterate{len(iterates)}", x).copy_(x)))
+
     i = 0
     while any(host_active):
         i += 1
@@ -220,12 +242,16 @@ def block_cg(
         alpha = torch.where(step, ry / torch.where(curved, pap, 1.0), 0.0)
         # The running blocks' vector updates, each a C++ loop over their segments (views);
         # per element the same kernels as one addcmul_ per block, so the same bits.
+        # x += alpha p and r += alpha A p in one call.
         on = [k for k, a in enumerate(host_active) if a]
         alpha_v = alpha.to(dtype).unbind()
         alpha_on = [alpha_v[k] for k in on]
-        torch._foreach_addcmul_([xs[k] for k in on], [ps[k] for k in on], alpha_on)
         ap_views = ap.split(sizes)
-        torch._foreach_addcmul_([rs[k] for k in on], [ap_views[k] for k in on], alpha_on)
+        torch._foreach_addcmul_(
+            [xs[k] for k in on] + [rs[k] for k in on],
+            [ps[k] for k in on] + [ap_views[k] for k in on],
+            alpha_on + alpha_on,
+        )
         if preconditioner is not None:
             if len(on) == nb:
                 torch.div(r, preconditioner, out=y)
@@ -236,6 +262,8 @@ def block_cg(
         ry_new = dots(r, y, host_active)
         beta = torch.where(step & (ry > 0), ry_new / torch.where(ry > 0, ry, 1.0), 0.0)
         beta_v = beta.to(dtype).unbind()
+        # p = beta p - y as two passes: a fused one (addcmul, add with alpha) rounds once, not
+        # twice, and would change CG's bits
         p_on = [ps[k] for k in on]
         torch._foreach_mul_(p_on, [beta_v[k] for k in on])
         torch._foreach_sub_(p_on, [ys[k] for k in on])
@@ -262,7 +290,7 @@ def block_cg(
             stopped_at = torch.where(active & (reason != _RUNNING), i, stopped_at)
         active = reason == _RUNNING
         if i in schedule:
-            iterates.append((i, x.clone()))
+            keep(i)
         if stopped_at is None or i % check_every == 0 or i >= limit:
             host_active = active.tolist()
 
@@ -271,7 +299,7 @@ def block_cg(
         i = int(stopped_at.max())
         iterates = [(j, v) for j, v in iterates if j <= i]
     if keep_iterates and (not iterates or iterates[-1][0] != i):
-        iterates.append((i, x.clone()))
+        keep(i)
     return CGResult(
         x=x,
         iterations=iters.tolist(),

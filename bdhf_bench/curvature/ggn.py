@@ -165,8 +165,11 @@ class GGNContext:
         indices: Sequence[int],
         v: Sequence[Tensor],
         out: Sequence[Tensor] | None = None,
+        damping: float = 0.0,
     ) -> list[Tensor]:
-        """``G_SS v``; with ``out`` (one tensor per index) written there, the same bits."""
+        """``G_SS v``; with ``out`` (one tensor per index) written there, the same bits, and
+        with ``damping`` (only with ``out``) ``(G_SS + damping I) v``, rounded as adding
+        ``damping v`` to the written product afterwards."""
         for i, t in zip(indices, v):
             p = self.params[i]
             if t.shape != p.shape:
@@ -178,6 +181,10 @@ class GGNContext:
             if self.l2[i]:
                 torch.mul(t, self.l2[i], out=o)  # g + (l2 t), rounded as above
                 o.add_(g)
+                if damping:
+                    o.add_(t, alpha=damping)
+            elif damping:
+                torch.add(g, t, alpha=damping, out=o)  # the copy and the damping in one pass
             else:
                 o.copy_(g)
         return list(out)
@@ -233,22 +240,28 @@ class GGNContext:
         flat: Tensor,
         active: Sequence[bool],
         out: Tensor | None = None,
+        damping: Sequence[float] | None = None,
     ) -> Tensor:
         """Block products on a packed vector, for CG's hot loop (no checks that read values).
 
         The active blocks' segments of the result hold ``G_bb v_b``; inactive ones are zero.
         With ``out`` (packed like ``flat``, not overlapping it) the result is written there and
-        returned: the same values as without, and no new vector per call.
+        returned: the same values as without, and no new vector per call. ``damping`` (one
+        value per block, only with ``out``) makes them ``(G_bb + damping_b I) v_b``, the same
+        bits as adding ``damping_b v_b`` to the written result, without that extra pass.
         """
         per_block = layout.unpack_blocks(flat)
+        if damping is not None and (out is None or len(damping) != layout.num_blocks):
+            raise ValueError(f"damping needs out and one value per block ({layout.num_blocks})")
         if out is not None:
             targets = layout.unpack_blocks(out)
-            for block, v, o, a in zip(layout.blocks, per_block, targets, active):
+            lam = damping if damping is not None else [0.0] * layout.num_blocks
+            for block, v, o, a, lam_b in zip(layout.blocks, per_block, targets, active, lam):
                 if not a:
                     for t in o:
                         t.zero_()
                     continue
-                self._restricted_product(self._indices(block), v, o)
+                self._restricted_product(self._indices(block), v, o, lam_b)
             return out
         vs = [v if a else None for v, a in zip(per_block, active)]
         res = self._block_products(layout.blocks, vs)
@@ -258,10 +271,13 @@ class GGNContext:
         ]
         return layout.pack([t for block in parts for t in block])
 
-    def layout_full_mvp(self, layout: BlockLayout, flat: Tensor) -> Tensor:
-        """The full product ``G v`` over all of ``layout``'s parameters, packed likewise."""
+    def layout_full_mvp(
+        self, layout: BlockLayout, flat: Tensor, out: Tensor | None = None
+    ) -> Tensor:
+        """The full product ``G v`` over all of ``layout``'s parameters, packed likewise (into
+        ``out`` when given)."""
         indices = [self._index[id(p)] for p in layout.params]
-        return layout.pack(self._restricted_product(indices, layout.unpack(flat)))
+        return layout.pack(self._restricted_product(indices, layout.unpack(flat)), out=out)
 
 
 @contextlib.contextmanager

@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..curvature import BlockLayout, GGNContext, all_finite, block_cg
+from ..curvature import BlockLayout, GGNContext, Workspace, all_finite, block_cg
 from .closure import ModelClosure
 from .preconditioner import squared_gradient_diagonal
 
@@ -264,6 +264,8 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         self._step: dict[str, Any] = {}
         self._block: dict[str, list[Any]] = {}
         self._settings_seen: tuple[Any, ...] = ()
+        # the step's vectors (gradient, CG's, kept iterates), reused from step to step; not state
+        self._workspace = Workspace()
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -386,10 +388,14 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         stats = StepStats(damping=self._damping())
         self.last_step = stats
 
+        ws = self._workspace
         f0 = closure()
         stats.loss = f0.item()
-        g = layout.pack([p.grad for p in layout.params])
-        theta0 = [p.detach().clone() for p in layout.params]
+        flat = layout.params[0]
+        g = layout.pack([p.grad for p in layout.params], out=ws.get("g", flat, (layout.numel,)))
+        theta0 = layout.unpack(
+            layout.pack([p.detach() for p in layout.params], out=ws.get("theta0", g))
+        )
         if not (math.isfinite(stats.loss) and all_finite(g)):
             self._finish(stats, closure, passes0, theta0, "nonfinite_loss")
             return f0
@@ -398,10 +404,10 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         stats.curvature_share = closure.curvature_share
         lam = self._damping()
         precond = self._preconditioner(closure, layout, lam) if hp["precondition"] else None
-        product = torch.empty_like(g)  # every CG product is written here: no vector per call
+        product = ws.get("product", g)  # every CG product is written here: no vector per call
         res = block_cg(
-            lambda v, active: ctx.layout_mvp(layout, v, active, out=product),
-            -g,
+            lambda v, active, lam: ctx.layout_mvp(layout, v, active, out=product, damping=lam),
+            torch.neg(g, out=ws.get("minus_g", g)),
             layout,
             lam,
             x0=self._warm_start(layout),
@@ -410,6 +416,8 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             tol=blk["cg_tol"],
             preconditioner=precond,
             keep_iterates=hp["backtrack"],
+            matvec_damps=True,
+            workspace=ws,
         )
         stats.cg_iterations = res.iterations
         stats.cg_stop_reasons = res.stop_reasons
@@ -444,7 +452,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
 
         if alpha != 1.0:
             # f_d belongs to d, not to alpha d: never reuse it for the rescaled direction
-            d, gd, f_d = d * alpha, gd * alpha, None
+            d, gd, f_d = torch.mul(d, alpha, out=ws.get("scaled", d)), gd * alpha, None
         t = self._step_length(closure, layout, theta0, d, float(f0), gd, f_d, stats)
         if t is None:
             self._finish(stats, closure, passes0, theta0, "line_search_failed", False, ctx)
@@ -472,7 +480,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         prev = [self.state[p].get("cg_solution") for p in layout.params]
         if not any(decay) or any(v is None for v in prev):
             return None
-        x0 = layout.pack(prev)
+        x0 = layout.pack(prev, out=self._workspace.get("x0", prev[0], (layout.numel,)))
         if len(set(decay)) == 1:
             return x0.mul_(decay[0])
         for (lo, hi), c in zip(layout.block_bounds, decay):
@@ -481,7 +489,13 @@ class BlockDiagonalHF(torch.optim.Optimizer):
 
     def _store_warm_start(self, layout: BlockLayout, x: Tensor, finite: bool) -> None:
         for p, v in zip(layout.params, layout.unpack(x)):
-            self.state[p]["cg_solution"] = v.clone() if finite else torch.zeros_like(p)
+            kept = self.state[p].get("cg_solution")
+            if not finite:
+                self.state[p]["cg_solution"] = torch.zeros_like(p)
+            elif kept is not None and kept.shape == v.shape and kept.dtype == v.dtype:
+                kept.copy_(v)  # into the last step's tensor: memory already mapped
+            else:
+                self.state[p]["cg_solution"] = v.clone()
 
     @staticmethod
     def _place(layout: BlockLayout, theta0: list[Tensor], d: Tensor, t: float) -> None:
@@ -542,7 +556,8 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         gd = float(gd_blocks.sum())
         alpha, dgd = 1.0, math.nan
         if self._step["rescale"]:
-            dgd = float(torch.dot(d, ctx.layout_full_mvp(layout, d)))
+            full = ctx.layout_full_mvp(layout, d, out=self._workspace.get("full_product", d))
+            dgd = float(torch.dot(d, full))
             stats.full_products += 1
             if not math.isfinite(dgd):
                 return None
@@ -567,7 +582,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
                 if p == 0:
                     actual.append(0.0)
                     continue
-                only = torch.zeros_like(d)
+                only = self._workspace.get("one_block", d).zero_()
                 only[lo:hi] = d[lo:hi]
                 self._place(layout, theta0, only, alpha)
                 actual.append(float(closure.evaluate("curvature")) - f_c0)

@@ -425,3 +425,36 @@ def test_draws_that_take_tensors_of_values_follow_those_values():
         shifted_again = torch.normal(mean[:4] + 100.0, 1.0)
     assert len(tape.draws) == 1 and torch.equal(noise_again, noise[:4])
     assert shifted_again.mean() > 90 and shifted.abs().mean() < 5
+
+
+@pytest.mark.parametrize("random_layer", [False, True])
+def test_later_passes_skip_the_tape_only_when_the_gradient_pass_drew_nothing(
+    monkeypatch, random_layer
+):
+    """The tape's hook runs in every later pass of a model with Dropout (its masks must be
+    replayed) and in none of a model without anything random, whose passes are unchanged."""
+    from bdhf_bench.optim.random_tape import RandomTape
+
+    torch.manual_seed(0)
+    layers = [nn.Linear(6, 8), nn.Tanh()]
+    layers += [nn.Dropout(0.3)] if random_layer else []
+    model = nn.Sequential(*layers, nn.Linear(8, 3))
+    x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
+    hooked = []
+    real = RandomTape.__torch_function__
+
+    def counting(self, func, types, args=(), kwargs=None):
+        hooked.append(func)
+        return real(self, func, types, args, kwargs)
+
+    monkeypatch.setattr(RandomTape, "__torch_function__", counting)
+    closure = ModelClosure(model, CrossEntropy(), x, y)
+    f0 = closure()
+    assert hooked  # the gradient pass always records
+    hooked.clear()
+    ctx = closure.curvature(0.5)
+    f_batch = closure.evaluate("batch")
+    assert bool(hooked) == random_layer
+    # the later passes are the gradient pass's function, with or without the hook
+    assert float(f_batch) == float(f0)
+    assert torch.equal(ctx.outputs[0], closure.outputs[:5])

@@ -10,21 +10,21 @@ import torch
 from click.testing import CliRunner
 
 import bdhf_bench.optim.hf as hf_module
-from bdhf_bench.benchmarks import step_cost, step_profile
+from bdhf_bench.benchmarks import parts, step_cost
 from bdhf_bench.cli import main
 from bdhf_bench.curvature.ggn import GGNContext
 from bdhf_bench.optim import ModelClosure
 
 
-def test_product_timer_counts_time_inside_the_products_only(monkeypatch):
+def test_part_timer_counts_time_inside_the_products_only(monkeypatch):
     monkeypatch.setattr(GGNContext, "layout_mvp", lambda self, *a, **k: time.sleep(0.05))
     patched = GGNContext.layout_mvp
-    timer = step_cost.ProductTimer(torch.device("cpu"))
+    timer = parts.PartTimer(torch.device("cpu"))
     with timer.active():
         GGNContext.layout_mvp(None)
         time.sleep(0.03)  # outside a product
         GGNContext.layout_mvp(None)
-    assert timer.seconds == pytest.approx(0.10, abs=0.02)
+    assert timer.seconds["products"] == pytest.approx(0.10, abs=0.02)
     assert GGNContext.layout_mvp is patched  # restored on exit
 
 
@@ -38,7 +38,7 @@ def test_part_timer_is_exclusive_and_restores(monkeypatch):
 
     monkeypatch.setattr(hf_module, "block_cg", cg)
     originals = (hf_module.block_cg, ModelClosure.__call__, GGNContext.layout_full_mvp)
-    timer = step_profile.PartTimer(torch.device("cpu"))
+    timer = parts.PartTimer(torch.device("cpu"))
     with timer.active():
         step = timer.wrap("rest", lambda: (time.sleep(0.01), hf_module.block_cg()))
         step()
@@ -77,6 +77,36 @@ def test_step_cost_rows_on_mnist_mlp():
         assert prod_time + rest_time == pytest.approx(r.ratio_to_adam)
         assert prod_time == pytest.approx(r.product_share * r.ratio_to_adam)
     assert adam.product_equivalents == 0.0 and adam.other_wall_per_flop == 1.0
+    assert adam.cg_vector_share == 0.0 and adam.wall_per_flop_without_cg_vectors == 1.0
+    for r in (bdhf, hf):
+        assert 0.0 < r.cg_vector_share < 1.0 - r.product_share
+        assert r.wall_per_flop_without_cg_vectors == pytest.approx(
+            (1 - r.cg_vector_share) * r.wall_per_flop
+        )
+
+
+def test_step_cost_times_cg_vector_work_without_the_products(monkeypatch):
+    """50 ms of added work inside every CG run shows up as CG vector time; the products that
+    CG calls do not."""
+    real = hf_module.block_cg
+
+    def slow_cg(*args, **kwargs):
+        time.sleep(0.05)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hf_module, "block_cg", slow_cg)
+    rows = step_cost.measure_step_cost(
+        "mnist_mlp",
+        [("bdhf", {"cg_max_iters": 3})],
+        device=torch.device("cpu"),
+        batch_size=16,
+        steps=2,
+        warmup=0,
+    )
+    bdhf = rows[1]
+    cg_seconds = bdhf.cg_vector_share * bdhf.seconds_per_step
+    assert 0.05 <= cg_seconds < 0.05 + 0.5 * (bdhf.seconds_per_step - 0.05)
+    assert bdhf.product_share * bdhf.seconds_per_step > 0.0
 
 
 def test_commands_print_their_tables():

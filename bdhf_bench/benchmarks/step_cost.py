@@ -15,7 +15,12 @@ of them alike. Per optimizer:
   beyond Adam's own per-FLOP rate; the issue's target is <= 1.2 on one thread);
 - ``in prod``: the share of the step's time spent inside the curvature products;
 - ``prod w/F`` and ``rest w/F``: wall/FLOP split into the products and the rest of the step
-  (gradient, evaluations, CG's vector work and bookkeeping, which the FLOP model does not count).
+  (gradient, evaluations, CG's vector work and bookkeeping, which the FLOP model does not count);
+- ``CG vec``: the share of the step in CG's vector work (``block_cg`` without its products:
+  the inner products and vector updates, memory-bound passes the FLOP model does not count);
+- ``w/F ex CG``: wall/FLOP of the step without that share, i.e. of what the FLOP model counts
+  plus the step's bookkeeping. A diagnostic beside wall/FLOP, not a replacement: where it is
+  near 1 and wall/FLOP is not, the gap is CG's passes over the vectors, not per-call overhead.
 """
 
 from __future__ import annotations
@@ -33,16 +38,15 @@ import torch
 
 import bdhf_bench.optim.hf as hf_module
 
-from ..curvature.ggn import GGNContext
 from ..data import train_stream
 from ..optim import BlockDiagonalHF, ModelClosure, get_optimizer
 from ..problems import get_problem, seeded_model
 from ..runner.cost import measure_cost
 from ..runner.loop import problem_data
+from .parts import PartTimer
 from .timing import machine_options, synchronize
 
 PROBLEMS = ("mnist_mlp", "cifar10_3c3d", "smnist_lstm", "mnist_autoencoder")
-PRODUCTS = ("layout_mvp", "layout_full_mvp")
 
 
 @dataclass
@@ -56,11 +60,18 @@ class StepCost:
     cg_iterations: float
     product_equivalents: float = 0.0
     """The products' share of ``gradient_equivalents``."""
+    cg_vector_share: float = 0.0
+    """The share of the step's time in CG's vector work (``block_cg`` without its products)."""
 
     @property
     def wall_per_flop(self) -> float:
         """Wall-clock per unit of the FLOP model, relative to Adam's."""
         return self.ratio_to_adam / self.gradient_equivalents
+
+    @property
+    def wall_per_flop_without_cg_vectors(self) -> float:
+        """wall/FLOP of the step less CG's vector work (which the FLOP model does not count)."""
+        return (1 - self.cg_vector_share) * self.ratio_to_adam / self.gradient_equivalents
 
     @property
     def product_wall_per_flop(self) -> float:
@@ -77,37 +88,6 @@ class StepCost:
             * self.ratio_to_adam
             / (self.gradient_equivalents - self.product_equivalents)
         )
-
-
-class ProductTimer:
-    """Seconds spent inside the GGN products, summed while ``active`` is entered."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.seconds = 0.0
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        originals = {name: getattr(GGNContext, name) for name in PRODUCTS}
-
-        def timed(fn: Any) -> Any:
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                synchronize(self.device)
-                start = time.perf_counter()
-                out = fn(*args, **kwargs)
-                synchronize(self.device)
-                self.seconds += time.perf_counter() - start
-                return out
-
-            return wrapper
-
-        try:
-            for name, fn in originals.items():
-                setattr(GGNContext, name, timed(fn))
-            yield
-        finally:
-            for name, fn in originals.items():
-                setattr(GGNContext, name, fn)
 
 
 def measure_step_cost(
@@ -154,17 +134,17 @@ def measure_step_cost(
     costs = [measure_cost(opt, closure(model, l2, *batches[0])) for _, model, opt, l2 in runs]
     times: list[list[float]] = [[] for _ in runs]
     prod: list[float] = [0.0 for _ in runs]
+    cg_vec: list[float] = [0.0 for _ in runs]
     geq: list[float] = [0.0 for _ in runs]
     prod_geq: list[float] = [0.0 for _ in runs]
     iters: list[float] = [0.0 for _ in runs]
-    timer = ProductTimer(device)
     for i, (x, y) in enumerate(batches):
         for k, (name, model, opt, l2) in enumerate(runs):
             # Adam's step is short and the machine shared: its round is the fastest of a few
             elapsed = math.inf
             for _ in range(adam_repeats if name == "adam" else 1):
                 c = closure(model, l2, x, y)
-                timer.seconds = 0.0
+                timer = PartTimer(device)
                 with timer.active(), _cg_options(check_every):
                     synchronize(device)
                     start = time.perf_counter()
@@ -174,7 +154,8 @@ def measure_step_cost(
             if i < warmup:
                 continue
             times[k].append(elapsed)
-            prod[k] += timer.seconds
+            prod[k] += timer.seconds["products"]
+            cg_vec[k] += timer.seconds["CG vectors"]
             per_block, full = [0] * len(costs[k].block_products), 0
             if isinstance(opt, BlockDiagonalHF):
                 per_block, full = opt.last_step.block_products, opt.last_step.full_products
@@ -198,6 +179,7 @@ def measure_step_cost(
                 prod[k] / sum(times[k]),
                 iters[k] / steps,
                 prod_geq[k] / steps,
+                cg_vec[k] / sum(times[k]),
             )
         )
     return rows
@@ -220,7 +202,8 @@ def _cg_options(check_every: int) -> Iterator[None]:
 def format_rows(rows: Sequence[StepCost], batch_sizes: Mapping[str, int]) -> str:
     header = (
         f"{'problem':<30} {'optimizer':<9} {'s/step':>8} {'x Adam':>7} {'grad-eq':>8} "
-        f"{'wall/FLOP':>9} {'in prod':>7} {'prod w/F':>8} {'rest w/F':>8} {'CG its':>7}"
+        f"{'wall/FLOP':>9} {'in prod':>7} {'prod w/F':>8} {'rest w/F':>8} {'CG vec':>6} "
+        f"{'w/F ex CG':>9} {'CG its':>7}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
@@ -229,7 +212,8 @@ def format_rows(rows: Sequence[StepCost], batch_sizes: Mapping[str, int]) -> str
             f"{label:<30} {r.optimizer:<9} {r.seconds_per_step:>8.4f} {r.ratio_to_adam:>7.2f} "
             f"{r.gradient_equivalents:>8.2f} {r.wall_per_flop:>9.2f} "
             f"{r.product_share:>7.0%} {r.product_wall_per_flop:>8.2f} "
-            f"{r.other_wall_per_flop:>8.2f} {r.cg_iterations:>7.1f}"
+            f"{r.other_wall_per_flop:>8.2f} {r.cg_vector_share:>6.0%} "
+            f"{r.wall_per_flop_without_cg_vectors:>9.2f} {r.cg_iterations:>7.1f}"
         )
     return "\n".join(lines)
 
@@ -288,5 +272,7 @@ def command(
         "step times over Adam's in the same rounds; grad-eq: the step's FLOPs / one gradient's; "
         "wall/FLOP = (x Adam) / grad-eq; in prod: share of the step in curvature products; "
         "prod w/F and rest w/F: wall/FLOP of the products and of the rest of the step; "
+        "CG vec: share of the step in CG's vector work (inner products and updates, outside the "
+        "FLOP model); w/F ex CG: wall/FLOP of the step without it (a diagnostic); "
         "CG its: the longest block's CG iterations per step"
     )

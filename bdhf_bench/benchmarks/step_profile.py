@@ -29,62 +29,14 @@ import click
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-import bdhf_bench.optim.hf as hf_module
-
-from ..curvature.ggn import GGNContext
 from ..data import train_stream
 from ..optim import ModelClosure, get_optimizer
 from ..problems import get_problem, seeded_model
 from ..runner.loop import problem_data
+from .parts import PARTS, PartTimer
 from .timing import machine_options, synchronize
 
 PROBLEMS = ("mnist_mlp", "cifar10_3c3d", "smnist_lstm", "mnist_autoencoder")
-PARTS = ("products", "CG vectors", "evaluations", "rest")
-
-
-class PartTimer:
-    """Exclusive seconds per part: time in a nested part is taken out of its parent's."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.seconds = dict.fromkeys(PARTS, 0.0)
-        self._stack: list[list[Any]] = []
-
-    def wrap(self, part: str, fn: Any) -> Any:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            synchronize(self.device)
-            frame = [part, time.perf_counter(), 0.0]
-            self._stack.append(frame)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                synchronize(self.device)
-                self._stack.pop()
-                total = time.perf_counter() - frame[1]
-                self.seconds[part] += total - frame[2]
-                if self._stack:
-                    self._stack[-1][2] += total
-
-        return wrapper
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        patches = [
-            (GGNContext, "layout_mvp", "products"),
-            (GGNContext, "layout_full_mvp", "products"),
-            (hf_module, "block_cg", "CG vectors"),
-            (ModelClosure, "__call__", "evaluations"),
-            (ModelClosure, "evaluate", "evaluations"),
-            (ModelClosure, "curvature", "evaluations"),
-        ]
-        originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
-        try:
-            for (owner, name, part), (_, _, fn) in zip(patches, originals):
-                setattr(owner, name, self.wrap(part, fn))
-            yield
-        finally:
-            for owner, name, fn in originals:
-                setattr(owner, name, fn)
 
 
 @contextlib.contextmanager

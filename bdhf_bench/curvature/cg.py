@@ -41,7 +41,8 @@ from torch import Tensor
 from .blocks import BlockLayout
 from .workspace import Workspace
 
-MatVec = Callable[[Tensor, Sequence[bool]], Tensor]
+MatVec = Callable[..., Tensor]
+"""``matvec(p, active) -> A p``, or with ``matvec_damps`` ``matvec(p, active, damping)``."""
 
 STOP_REASONS = (
     "running",
@@ -175,7 +176,7 @@ def block_cg(
 
     def damped(p: Tensor, active: Sequence[bool]) -> Tensor:
         if matvec_damps:
-            return matvec(p, active, lam)  # type: ignore[call-arg]
+            return matvec(p, active, lam)
         ap = matvec(p, active)
         if one_lambda:
             # one kernel; inactive segments are ignored, so damping them too is harmless

@@ -195,3 +195,9 @@ def test_an_unreachable_cluster_address_fails_at_once():
     with pytest.raises(RayClusterError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
         _probe(f"127.0.0.1:{port}")
     assert time.monotonic() - started < 5
+
+
+def test_ray_runs_what_a_follow_up_adds(tmp_path):
+    from test_executor_follow_up import check_follow_ups
+
+    check_follow_ups(RayExecutor(Execution(torch.device("cpu"), progress=False)), tmp_path)

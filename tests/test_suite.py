@@ -136,26 +136,32 @@ def test_leaderboard_runs_a_suite_and_writes_its_report(tmp_path):
     assert again.exit_code == 0 and again.output.count("skipped:") == 8
 
 
-class _RecordingExecutor:
-    """Answers every run with a made-up validation accuracy, and records each batch it got."""
+class _SimulatedExecutor:
+    """Runs nothing: every run ends with a made-up validation accuracy, runs that ``slow``
+    picks end after all the others, and the follow-up hook is honoured as an executor must
+    (its specs join the queue). Records what ended and what was added, in order."""
 
-    def __init__(self, accuracy):
-        self.accuracy = accuracy
-        self.batches = []
+    def __init__(self, accuracy, slow):
+        self.accuracy, self.slow = accuracy, slow
+        self.events = []
 
-    def run(self, specs, store):
-        self.batches.append(list(specs))
-        return [
-            RunOutcome(
-                spec,
-                "finished",
-                result={"status": "finished", "valid_accuracies": [0.1, self.accuracy(spec)]},
-            )
-            for spec in specs
-        ]
+    def run(self, specs, store, follow_up=None):
+        queue, outcomes = list(specs), {}
+        while len(outcomes) < len(queue):
+            open_ = [i for i in range(len(queue)) if i not in outcomes]
+            fast = [i for i in open_ if not self.slow(queue[i])]
+            i = (fast or open_)[0]
+            spec = queue[i]
+            result = {"status": "finished", "valid_accuracies": [0.1, self.accuracy(spec)]}
+            outcomes[i] = RunOutcome(spec, "finished", result=result)
+            self.events.append(("ended", spec))
+            added = list(follow_up(i, outcomes[i])) if follow_up else []
+            self.events += [("added", a) for a in added]
+            queue += added
+        return [outcomes[i] for i in range(len(queue))]
 
 
-def test_a_suite_runs_every_search_at_once_then_every_winners_seeds(tmp_path):
+def test_a_tunings_final_seeds_start_when_its_own_search_ends(tmp_path):
     (tmp_path / "lr.toml").write_text("optimizer = 'adam'\n[grid]\nlr = [0.001, 0.01, 0.1]\n")
     suite = load_suite(
         _write(
@@ -172,15 +178,31 @@ def test_a_suite_runs_every_search_at_once_then_every_winners_seeds(tmp_path):
     def accuracy(spec):
         return 0.9 if spec.hyperparameters["lr"] == best[spec.batch_size] else 0.5
 
-    executor = _RecordingExecutor(accuracy)
+    def slow(spec):  # the batch-32 search is the slowest of the suite
+        return spec.batch_size == 32 and spec.seed == 1
+
+    executor = _SimulatedExecutor(accuracy, slow)
     outcomes = run_suite(suite, ResultStore(tmp_path / "results"), executor)
-    first, second = executor.batches  # two batches: a pool of workers is never left idle
-    searched = sorted((s.batch_size, s.hyperparameters["lr"], s.seed) for s in first[:6])
-    assert searched == [(b, lr, 1) for b in (16, 32) for lr in (0.001, 0.01, 0.1)]
-    assert sorted((s.optimizer, s.seed) for s in first[6:]) == [("sgd", 1), ("sgd", 2), ("sgd", 3)]
-    finals = sorted((s.batch_size, s.hyperparameters["lr"], s.seed) for s in second)
-    assert finals == [(b, best[b], seed) for b in (16, 32) for seed in (1, 2, 3)]
-    assert len(outcomes) == 9 + 6
+    events = [(kind, s.batch_size, s.hyperparameters["lr"], s.seed) for kind, s in executor.events]
+    added = [e[1:] for e in events if e[0] == "added"]
+    assert sorted(added) == [(b, best[b], seed) for b in (16, 32) for seed in (1, 2, 3)]
+    # the batch-16 finals join the queue while the batch-32 search still runs ...
+    search_32 = [events.index(("ended", 32, lr, 1)) for lr in (0.001, 0.01, 0.1)]
+    assert events.index(("added", 16, 0.01, 1)) < min(search_32)
+    # ... and the batch-32 finals only once its last search run has ended
+    assert events.index(("added", 32, 0.1, 1)) > max(search_32)
+    ended_adam = sorted(
+        (s.batch_size, s.hyperparameters["lr"], s.seed)
+        for kind, s in executor.events
+        if kind == "ended" and s.optimizer == "adam"
+    )
+    assert ended_adam == sorted(
+        [(b, lr, 1) for b in (16, 32) for lr in (0.001, 0.01, 0.1)]
+        + [(b, best[b], s) for b in (16, 32) for s in (1, 2, 3)]
+    )
+    ended_sgd = [(s.batch_size, s.seed) for k, s in executor.events if s.optimizer == "sgd"]
+    assert sorted(ended_sgd) == [(16, 1), (16, 2), (16, 3)]  # the fixed runs, from the start
+    assert len(outcomes) == 6 + 3 + 6
 
 
 @pytest.mark.parametrize(

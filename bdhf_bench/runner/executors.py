@@ -4,6 +4,10 @@ Whatever the executor, every run goes through ``run_one`` against the shared res
 finished runs are skipped, a run another process holds is waited for (and taken over with its
 checkpoint if that process dies), and a run that fails is reported with its error without
 stopping the others.
+
+A ``follow_up`` hook, called as each run settles, may add runs to the same queue: a suite starts a
+tuning's final seeds the moment that tuning's last search run ends, while other searches still
+run, so no worker waits for the slowest search of the whole suite.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from .spec import RunSpec
 from .store import ResultStore
 
 WAIT_POLL = 2.0
+
+FollowUp = Callable[[int, RunOutcome], Sequence[RunSpec]]
+"""``follow_up(index, outcome)``: called once per settled run (never for a busy one), in the
+order runs settle; the specs it returns are run too, indexed after every spec given so far."""
 
 
 @dataclass
@@ -57,10 +65,14 @@ class Eta:
 
     def __init__(self, specs: Sequence[RunSpec], slots: int = 1) -> None:
         self.left: dict[tuple, int] = {}
-        for spec in specs:
-            self.left[_kind(spec)] = self.left.get(_kind(spec), 0) + 1
         self.times: dict[tuple, list[float]] = {}
         self.slots = max(1, slots)
+        self.add(specs)
+
+    def add(self, specs: Sequence[RunSpec]) -> None:
+        """More runs to wait for (a follow-up's)."""
+        for spec in specs:
+            self.left[_kind(spec)] = self.left.get(_kind(spec), 0) + 1
 
     def settle(self, spec: RunSpec, seconds: float | None) -> None:
         """``spec`` is done; ``seconds`` its training wall time (None: not trained here)."""
@@ -108,9 +120,50 @@ def measured(status: str, seconds: float) -> float | None:
 class Executor(Protocol):
     """What runs a list of specs: ``LocalExecutor``, ``RayExecutor``."""
 
-    def run(self, specs: Sequence[RunSpec], store: ResultStore) -> list[RunOutcome]:
-        """Every spec run (or skipped) to completion; outcomes in the order of ``specs``."""
+    def run(
+        self,
+        specs: Sequence[RunSpec],
+        store: ResultStore,
+        follow_up: FollowUp | None = None,
+    ) -> list[RunOutcome]:
+        """Every spec run (or skipped) to completion, and every spec ``follow_up`` adds;
+        outcomes in the order of ``specs``, then of the added specs."""
         ...
+
+
+class RunQueue:
+    """The specs of one ``Executor.run`` call, growing as ``follow_up`` adds to them, with
+    the progress line and ETA that go with them."""
+
+    def __init__(
+        self, specs: Sequence[RunSpec], follow_up: FollowUp | None, slots: int = 1
+    ) -> None:
+        self.specs = list(specs)
+        self.follow_up = follow_up
+        self.outcomes: dict[int, RunOutcome] = {}
+        self.report = GridReport(total=len(self.specs))
+        self.eta = Eta(self.specs, slots)
+
+    def settle(self, i: int, out: RunOutcome, seconds: float | None) -> list[int]:
+        """Record run ``i``'s outcome; the indices of the specs its follow-up added."""
+        self.outcomes[i] = out
+        if out.status == "failed":
+            self.report.failed += 1
+        else:
+            self.report.done += 1
+        self.eta.settle(out.spec, seconds)
+        added = list(self.follow_up(i, out)) if self.follow_up is not None else []
+        self.eta.add(added)
+        first = len(self.specs)
+        self.specs += added
+        self.report.total = len(self.specs)
+        return list(range(first, len(self.specs)))
+
+    def line(self) -> str:
+        return self.report.line(self.eta.seconds())
+
+    def in_order(self) -> list[RunOutcome]:
+        return [self.outcomes[i] for i in range(len(self.specs))]
 
 
 class LocalExecutor:
@@ -132,41 +185,47 @@ class LocalExecutor:
         self.echo = echo or (lambda text: None)
         self.clock: Callable[[], float] = time.monotonic
 
-    def run(self, specs: Sequence[RunSpec], store: ResultStore) -> list[RunOutcome]:
-        """Every spec run (or skipped) to completion; outcomes in the order of ``specs``."""
+    def run(
+        self,
+        specs: Sequence[RunSpec],
+        store: ResultStore,
+        follow_up: FollowUp | None = None,
+    ) -> list[RunOutcome]:
+        """Every spec run (or skipped) to completion, and every spec ``follow_up`` adds;
+        outcomes in the order of ``specs``, then of the added specs."""
+        queue = RunQueue(specs, follow_up, self.workers)
         if self.workers == 1:
-            return self._sequential(specs, store)
-        return self._parallel(specs, store)
+            self._sequential(queue, store)
+        else:
+            self._parallel(queue, store)
+        return queue.in_order()
 
     # -- one process ----------------------------------------------------------------------------
 
-    def _sequential(self, specs: Sequence[RunSpec], store: ResultStore) -> list[RunOutcome]:
-        outcomes: dict[int, RunOutcome] = {}
+    def _sequential(self, queue: RunQueue, store: ResultStore) -> None:
         waiting: list[int] = []
-        report = GridReport(total=len(specs))
-        eta = Eta(specs)
-        for i, spec in enumerate(specs):
+        i = 0
+        while i < len(queue.specs):  # follow-ups join the end of the list
             started = self.clock()
-            out = self._try(spec, store)
+            out = self._try(queue.specs[i], store)
             if out.status == "busy":
                 waiting.append(i)
-                continue
-            outcomes[i] = out
-            self._tally(report, out, eta, measured(out.status, self.clock() - started))
+            else:
+                self._tally(queue, i, out, measured(out.status, self.clock() - started))
+            i += 1
         while waiting:
             still = []
             for i in waiting:
                 started = self.clock()
-                out = self._try(specs[i], store)
+                out = self._try(queue.specs[i], store)
                 if out.status == "busy":
                     still.append(i)
                 else:
-                    outcomes[i] = out
-                    self._tally(report, out, eta, measured(out.status, self.clock() - started))
+                    added = self._tally(queue, i, out, measured(out.status, self.clock() - started))
+                    still += added  # tried in the next round, after a pause like the others
             waiting = still
             if waiting:
                 time.sleep(WAIT_POLL)
-        return [outcomes[i] for i in range(len(specs))]
 
     def _try(self, spec: RunSpec, store: ResultStore) -> RunOutcome:
         try:
@@ -176,56 +235,56 @@ class LocalExecutor:
             self.echo(f"FAILED {spec.label()}: {out.error}")
             return out
 
-    def _tally(self, report: GridReport, out: RunOutcome, eta: Eta, seconds: float | None) -> None:
-        if out.status == "failed":
-            report.failed += 1
-        else:
-            report.done += 1
-        eta.settle(out.spec, seconds)
-        self.echo(f"{out.status}: {out.spec.label()} | {report.line(eta.seconds())}")
+    def _tally(self, queue: RunQueue, i: int, out: RunOutcome, seconds: float | None) -> list[int]:
+        added = queue.settle(i, out, seconds)
+        self.echo(f"{out.status}: {out.spec.label()} | {queue.line()}")
+        return added
 
     # -- worker processes -----------------------------------------------------------------------
 
-    def _parallel(self, specs: Sequence[RunSpec], store: ResultStore) -> list[RunOutcome]:
+    def _parallel(self, queue: RunQueue, store: ResultStore) -> None:
         gpus = torch.cuda.device_count() if self.execution.device.type == "cuda" else 0
         # One thread per worker unless --threads says otherwise: N workers with torch's
         # default (every core each) oversubscribe the machine and crawl.
         threads = self.execution.threads or 1
         ctx = multiprocessing.get_context("spawn")
-        outcomes: dict[int, RunOutcome] = {}
-        report = GridReport(total=len(specs))
-        eta = Eta(specs, self.workers)
-        pending = list(range(len(specs)))
+        report = queue.report
+        to_submit = list(range(len(queue.specs)))
+        later: list[tuple[float, int]] = []  # (time, index): busy runs to submit again
+        running: dict[cf.Future, int] = {}
+        submitted = 0
         with cf.ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
-            while pending:
-                futures = {}
-                for slot, i in enumerate(pending):
+            while to_submit or later or running:
+                now = time.monotonic()
+                to_submit += [i for t, i in later if t <= now]
+                later = [(t, i) for t, i in later if t > now]
+                for i in to_submit:
                     execution = self.execution
                     if gpus:
-                        device = torch.device("cuda", slot % gpus)
+                        device = torch.device("cuda", submitted % gpus)
                         execution = Execution(**{**execution.__dict__, "device": device})
                     execution = replace(
                         execution, progress=False, threads=threads, runs_at_once=self.workers
                     )
-                    fut = pool.submit(_worker_run, specs[i], str(store.root), execution)
-                    futures[fut] = i
-                report.running = min(len(futures), self.workers)
-                busy = []
-                left = len(futures)
-                for fut in cf.as_completed(futures):
-                    left -= 1
-                    i = futures[fut]
+                    fut = pool.submit(_worker_run, queue.specs[i], str(store.root), execution)
+                    running[fut] = i
+                    submitted += 1
+                to_submit = []
+                report.running = min(len(running), self.workers)
+                if not running:
+                    time.sleep(max(0.0, min(t for t, _ in later) - now))
+                    continue
+                timeout = max(0.05, min(t for t, _ in later) - now) if later else None
+                done, _ = cf.wait(running, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    i = running.pop(fut)
                     status, path, error, seconds = fut.result()
                     if status == "busy":
-                        busy.append(i)
+                        later.append((time.monotonic() + WAIT_POLL, i))
                         continue
-                    out = RunOutcome(specs[i], status, Path(path) if path else None, error=error)
-                    outcomes[i] = out
-                    report.running = min(left, self.workers)  # the pool starts the next
+                    spec = queue.specs[i]
+                    out = RunOutcome(spec, status, Path(path) if path else None, error=error)
+                    report.running = min(len(running), self.workers)  # the pool starts the next
                     if error:
-                        self.echo(f"FAILED {specs[i].label()}: {error.splitlines()[0]}")
-                    self._tally(report, out, eta, measured(status, seconds))
-                pending = busy
-                if pending:
-                    time.sleep(WAIT_POLL)
-        return [outcomes[i] for i in range(len(specs))]
+                        self.echo(f"FAILED {spec.label()}: {error.splitlines()[0]}")
+                    to_submit += self._tally(queue, i, out, measured(status, seconds))

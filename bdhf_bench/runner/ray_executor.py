@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .executors import WAIT_POLL, Eta, GridReport, measured
+from .executors import WAIT_POLL, FollowUp, RunQueue, measured
 from .loop import DEFAULT_DATA_DIR, Execution
 from .run import RunOutcome, run_one
 from .spec import RunSpec
@@ -210,8 +210,15 @@ class RayExecutor:
 
     # -- runs ------------------------------------------------------------------------------------
 
-    def run(self, specs: Sequence[RunSpec], store: ResultStore) -> list[RunOutcome]:
-        """Every spec run (or skipped) to completion; outcomes in the order of ``specs``.
+    def run(
+        self,
+        specs: Sequence[RunSpec],
+        store: ResultStore,
+        follow_up: FollowUp | None = None,
+    ) -> list[RunOutcome]:
+        """Every spec run (or skipped) to completion, and every spec ``follow_up`` adds (sent
+        to the cluster as soon as it is added); outcomes in the order of ``specs``, then of
+        the added specs.
 
         A run whose task raised is failed at once; a run whose worker died is submitted again up
         to ``crash_retries`` times (resuming its checkpoint) before it is failed; a busy run is
@@ -233,31 +240,28 @@ class RayExecutor:
             runs_at_once=None,  # the cluster places tasks: who shares a node is not known here
             data_dir=Path(self.execution.data_dir or DEFAULT_DATA_DIR).resolve(),
         )
-        report = GridReport(total=len(specs))
-        eta = Eta(specs, self._slots)
-        outcomes: dict[int, RunOutcome] = {}
-        crashes = [0] * len(specs)
+        queue = RunQueue(specs, follow_up, self._slots)
+        report = queue.report
+        crashes: dict[int, int] = {}
         later: list[tuple[float, int]] = []  # (time, index): busy runs to submit again
         pending: dict[Any, int] = {}
         started = time.monotonic()
         last_line = started
 
         def submit(i: int) -> None:
-            pending[remote.remote(specs[i], root, execution, self.device)] = i
+            pending[remote.remote(queue.specs[i], root, execution, self.device)] = i
 
         def settle(i: int, out: RunOutcome, seconds: float | None = None) -> None:
-            outcomes[i] = out
+            added = queue.settle(i, out, seconds)
             report.running = min(len(pending), self._slots)
             if out.status == "failed":
-                report.failed += 1
                 self.echo(f"FAILED {out.spec.label()}: {(out.error or '').splitlines()[0]}")
-            else:
-                report.done += 1
-            eta.settle(out.spec, seconds)
-            self.echo(f"{out.status}: {out.spec.label()} | {report.line(eta.seconds())}")
+            self.echo(f"{out.status}: {out.spec.label()} | {queue.line()}")
+            for j in added:
+                submit(j)
 
         try:
-            for i in range(len(specs)):
+            for i in range(len(queue.specs)):
                 submit(i)
             while pending or later:
                 now = time.monotonic()
@@ -274,13 +278,13 @@ class RayExecutor:
                 if not ready:
                     if time.monotonic() - last_line >= self.heartbeat:
                         report.running = min(len(pending), self._slots)
-                        self.echo(f"in progress: {report.line(eta.seconds())}")
+                        self.echo(f"in progress: {queue.line()}")
                         last_line = time.monotonic()
                     continue
                 last_line = time.monotonic()
                 ref = ready[0]
                 i = pending.pop(ref)
-                spec = specs[i]
+                spec = queue.specs[i]
                 try:
                     status, path, error, seconds = ray.get(ref)
                 except RayTaskError as exc:  # the task itself raised: retrying would not help
@@ -290,7 +294,7 @@ class RayExecutor:
                     continue
                 except RayError as exc:  # the worker (or its node) died: resume elsewhere
                     self.crashes += 1
-                    crashes[i] += 1
+                    crashes[i] = crashes.get(i, 0) + 1
                     reason = f"{type(exc).__name__}: {_first_line(exc)}"
                     if crashes[i] <= self.crash_retries:
                         self.echo(
@@ -313,7 +317,7 @@ class RayExecutor:
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise
-        return [outcomes[i] for i in range(len(specs))]
+        return queue.in_order()
 
 
 def _first_line(exc: BaseException) -> str:

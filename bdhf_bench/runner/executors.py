@@ -169,7 +169,8 @@ class RunQueue:
 class LocalExecutor:
     """Runs specs on this machine: sequentially, or ``workers`` at a time in processes.
 
-    With GPUs, worker i uses GPU ``i % n_gpus``; on the CPU the cores are shared out.
+    With GPUs, the k-th run submitted uses GPU ``k % n_gpus``; on the CPU the cores are
+    shared out.
     """
 
     def __init__(

@@ -133,3 +133,44 @@ def test_the_eta_uses_measured_per_run_times(tmp_path, monkeypatch):
     assert etas[0] is None  # nothing measured yet (a skipped run took no time)
     # Before any HF run is measured, the mean of the trained runs stands in for it.
     assert [int(m.group(1)) * 60 + int(m.group(2)) for m in etas[1:]] == [30, 200, 100, 0]
+
+
+def _claimed(_: int) -> tuple[int, int | None]:
+    """In a pool worker: its pid and the GPU it claimed (a short pause keeps both busy)."""
+    import os
+
+    time.sleep(0.05)
+    return os.getpid(), executors._WORKER_GPU
+
+
+def test_each_pool_worker_holds_one_gpu_for_its_life():
+    """Two workers, two GPU slots: every run a worker takes goes to that worker's GPU, and the
+    two workers never share one (GPUs are per process, not per submission)."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    slots = ctx.Queue()
+    for gpu in (0, 1):
+        slots.put(gpu)
+    with cf.ProcessPoolExecutor(
+        2, mp_context=ctx, initializer=executors._claim_gpu, initargs=(slots,)
+    ) as pool:
+        seen = list(pool.map(_claimed, range(12)))
+    by_pid: dict[int, set] = {}
+    for pid, gpu in seen:
+        by_pid.setdefault(pid, set()).add(gpu)
+    assert all(len(gpus) == 1 for gpus in by_pid.values())
+    held = [next(iter(g)) for g in by_pid.values()]
+    assert sorted(held) == [0, 1]
+
+
+def test_a_worker_runs_on_its_own_gpu_only_for_cuda_runs(monkeypatch):
+    monkeypatch.setattr(executors, "_WORKER_GPU", 1)
+    cuda = executors._worker_execution(Execution(torch.device("cuda")))
+    assert cuda.device == torch.device("cuda", 1)
+    assert executors._worker_execution(Execution(torch.device("cpu"))).device.type == "cpu"
+    monkeypatch.setattr(executors, "_WORKER_GPU", None)
+    assert executors._worker_execution(Execution(torch.device("cuda"))).device == torch.device(
+        "cuda"
+    )

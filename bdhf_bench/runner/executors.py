@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -98,10 +98,29 @@ def _failure(spec: RunSpec, exc: BaseException) -> RunOutcome:
     return RunOutcome(spec, "failed", error=msg)
 
 
+_WORKER_GPU: int | None = None
+"""The GPU this worker process was given when it started (None: not a GPU pool's worker)."""
+
+
+def _claim_gpu(slots: Any) -> None:
+    """Pool initializer: the new worker process takes one GPU index for its whole life, so two
+    runs in flight never share a GPU while another GPU idles."""
+    global _WORKER_GPU
+    _WORKER_GPU = slots.get()
+
+
+def _worker_execution(execution: Execution) -> Execution:
+    """``execution`` on this worker's own GPU, when it has one and the runs are on CUDA."""
+    if _WORKER_GPU is None or execution.device.type != "cuda":
+        return execution
+    return replace(execution, device=torch.device("cuda", _WORKER_GPU))
+
+
 def _worker_run(
     spec: RunSpec, root: str, execution: Execution
 ) -> tuple[str, str | None, str | None, float]:
     """Run one spec in a worker process; returns (status, result path, error, seconds)."""
+    execution = _worker_execution(execution)
     started = time.monotonic()
     try:
         out = run_one(spec, ResultStore(root), execution)
@@ -169,8 +188,8 @@ class RunQueue:
 class LocalExecutor:
     """Runs specs on this machine: sequentially, or ``workers`` at a time in processes.
 
-    With GPUs, the k-th run submitted uses GPU ``k % n_gpus``; on the CPU the cores are
-    shared out.
+    With GPUs, worker process w uses GPU ``w % n_gpus`` for every run it takes; on the CPU the
+    cores are shared out.
     """
 
     def __init__(
@@ -249,27 +268,27 @@ class LocalExecutor:
         # default (every core each) oversubscribe the machine and crawl.
         threads = self.execution.threads or 1
         ctx = multiprocessing.get_context("spawn")
+        pool_options: dict[str, Any] = {}
+        if gpus:
+            slots = ctx.Queue()
+            for w in range(self.workers):
+                slots.put(w % gpus)
+            pool_options = {"initializer": _claim_gpu, "initargs": (slots,)}
+        execution = replace(
+            self.execution, progress=False, threads=threads, runs_at_once=self.workers
+        )
         report = queue.report
         to_submit = list(range(len(queue.specs)))
         later: list[tuple[float, int]] = []  # (time, index): busy runs to submit again
         running: dict[cf.Future, int] = {}
-        submitted = 0
-        with cf.ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
+        with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, **pool_options) as pool:
             while to_submit or later or running:
                 now = time.monotonic()
                 to_submit += [i for t, i in later if t <= now]
                 later = [(t, i) for t, i in later if t > now]
                 for i in to_submit:
-                    execution = self.execution
-                    if gpus:
-                        device = torch.device("cuda", submitted % gpus)
-                        execution = Execution(**{**execution.__dict__, "device": device})
-                    execution = replace(
-                        execution, progress=False, threads=threads, runs_at_once=self.workers
-                    )
                     fut = pool.submit(_worker_run, queue.specs[i], str(store.root), execution)
                     running[fut] = i
-                    submitted += 1
                 to_submit = []
                 report.running = min(len(running), self.workers)
                 if not running:

@@ -158,7 +158,15 @@ def _data_dir_option(func):
 
 
 def _machine_options(func):
-    """--threads and --rerun, shared by ``run``, ``tune`` and ``leaderboard``."""
+    """--threads, --cg-check-every and --rerun, shared by ``run``, ``tune`` and ``leaderboard``."""
+    func = click.option(
+        "--cg-check-every",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help="bdhf/hf: read CG's active-block mask every K iterations (the same steps; up to "
+        "K-1 more products per block, counted). For GPUs, where each read waits for the device.",
+    )(func)
     func = click.option(
         "--rerun",
         is_flag=True,
@@ -241,6 +249,7 @@ def _executor(
     quiet: bool,
     threads: int | None = None,
     rerun: bool = False,
+    cg_check_every: int = 1,
 ):
     """The executor for --executor: LocalExecutor, or a started RayExecutor (so that a missing
     Ray or an unreachable cluster fails before any run), closed with the command."""
@@ -258,6 +267,7 @@ def _executor(
             progress=progress,
             threads=threads,
             rerun_before=_rerun_before(rerun),
+            cg_check_every=cg_check_every,
         )
         return LocalExecutor(workers, execution, echo=click.echo)
     from .runner.ray_executor import RayClusterError, RayExecutor, RayUnavailableError
@@ -270,6 +280,7 @@ def _executor(
         progress=False,
         threads=threads,
         rerun_before=_rerun_before(rerun),
+        cg_check_every=cg_check_every,
     )
     executor = RayExecutor(execution, address, echo=click.echo, device=_device_name(device))
     try:
@@ -463,6 +474,7 @@ def run(
     data_dir: Path | None,
     threads: int | None,
     rerun: bool,
+    cg_check_every: int,
     output_dir: Path,
     quiet: bool,
 ) -> None:
@@ -497,6 +509,7 @@ def run(
         progress=not quiet,
         threads=threads,
         rerun_before=_rerun_before(rerun),
+        cg_check_every=cg_check_every,
     )
     for spec in specs:
         try:
@@ -573,6 +586,7 @@ def tune(
     data_dir: Path | None,
     threads: int | None,
     rerun: bool,
+    cg_check_every: int,
     output_dir: Path,
     quiet: bool,
 ) -> None:
@@ -641,7 +655,9 @@ def tune(
         _emit_slurm(emit_slurm, specs, output_dir, device, data_dir, title, then, ray)
         return
     _preflight("tune", plan.search_specs(), data_dir, None)
-    executor = _executor(executor_kind, address, workers, device, data_dir, quiet, threads, rerun)
+    executor = _executor(
+        executor_kind, address, workers, device, data_dir, quiet, threads, rerun, cg_check_every
+    )
     store = _store(output_dir)
     click.echo(f"search: {len(settings)} settings of {entry.name} on {prob.name}")
     try:
@@ -747,6 +763,7 @@ def leaderboard(
     quiet: bool,
     threads: int | None,
     rerun: bool,
+    cg_check_every: int,
 ) -> None:
     """Run a suite (resuming what exists) and regenerate its leaderboard report."""
     from .report.baselines import default_baselines_path
@@ -777,7 +794,9 @@ def leaderboard(
     _preflight(f"suite {suite.name}", specs, data_dir, check, note if suite.device else "")
     if workers is None:
         workers = min(suite.workers, _cores()) if local else 1
-    executor = _executor(executor_kind, address, workers, device, data_dir, quiet, threads, rerun)
+    executor = _executor(
+        executor_kind, address, workers, device, data_dir, quiet, threads, rerun, cg_check_every
+    )
     store = _store(results)
     started = time.monotonic()
     at_once = f", {workers} at a time" if workers > 1 else ""

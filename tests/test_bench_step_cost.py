@@ -130,13 +130,27 @@ def test_commands_print_their_tables():
     assert sum(parts) == pytest.approx(step_ms, rel=0.02)
 
 
-def test_cg_check_every_reaches_the_optimizers_cg():
+def test_cg_check_every_reaches_the_optimizers_cg(monkeypatch):
+    seen = []
     real = hf_module.block_cg
-    with step_cost._cg_options(1):
-        assert hf_module.block_cg is real
-    with step_cost._cg_options(5):
-        assert hf_module.block_cg.func is real and hf_module.block_cg.keywords == {"check_every": 5}
-    assert hf_module.block_cg is real
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["check_every"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hf_module, "block_cg", spy)
+    for every in (1, 5):
+        seen.clear()
+        step_cost.measure_step_cost(
+            "mnist_mlp",
+            [("bdhf", {"cg_max_iters": 2}), ("hf", {"cg_max_iters": 2})],
+            device=torch.device("cpu"),
+            batch_size=16,
+            steps=1,
+            warmup=0,
+            check_every=every,
+        )
+        assert seen and set(seen) == {every}
 
 
 def test_product_equivalents_count_every_product():

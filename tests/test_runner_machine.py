@@ -174,3 +174,36 @@ def test_a_worker_runs_on_its_own_gpu_only_for_cuda_runs(monkeypatch):
     assert executors._worker_execution(Execution(torch.device("cuda"))).device == torch.device(
         "cuda"
     )
+
+
+def test_cg_check_every_changes_the_products_counted_not_the_run(tmp_path):
+    """``--cg-check-every 3``: the same losses at every evaluation as reading CG's mask every
+    iteration, more curvature products counted, and the setting recorded with the run."""
+    runs = {}
+    for k in (1, 3):
+        out = tmp_path / str(k)
+        res = cli("run", "-p", "tiny_mlp", "-o", "bdhf", "--steps", "6", "--eval-every", "3",
+                  "--cg-check-every", str(k), "--output-dir", str(out), "-q")  # fmt: skip
+        assert res.exit_code == 0, res.output
+        runs[k] = load(result_files(out)[0])
+    every, third = runs[1], runs[3]
+    assert third["environment"]["cg_check_every"] == 3
+    assert every["environment"]["cg_check_every"] == 1
+    assert third["train_losses"] == every["train_losses"]
+    assert third["minibatch_train_losses"] == every["minibatch_train_losses"]
+    last = [r["evaluations"][-1]["curvature_products"] for r in (every, third)]
+    assert last[1] > last[0]
+    bad = cli("run", "-p", "tiny_mlp", "-o", "bdhf", "--cg-check-every", "0", "-q")
+    assert bad.exit_code == 2 and "--cg-check-every" in bad.output
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_tune_passes_cg_check_every_to_every_run(tmp_path, workers):
+    grid = tmp_path / "grid.toml"
+    grid.write_text("[grid]\ndamping = [0.1, 1.0]\n")
+    res = cli("tune", "-p", "tiny_mlp", "-o", "bdhf", "--grid", str(grid), "--steps", "2",
+              "--final-seeds", "2", "--workers", workers, "--cg-check-every", "4",
+              "--output-dir", str(tmp_path / "out"), "-q")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    envs = [load(p)["environment"] for p in result_files(tmp_path / "out")]
+    assert len(envs) == 3 and {e["cg_check_every"] for e in envs} == {4}

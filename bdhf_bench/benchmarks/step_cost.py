@@ -25,18 +25,14 @@ of them alike. Per optimizer:
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import click
 import torch
-
-import bdhf_bench.optim.hf as hf_module
 
 from ..data import train_stream
 from ..optim import BlockDiagonalHF, ModelClosure, get_optimizer
@@ -130,6 +126,8 @@ def measure_step_cost(
     for name, hps in optimizers:
         model = seeded_model(problem, seed, device).train()
         opt = get_optimizer(name).build(model, dict(hps))
+        if isinstance(opt, BlockDiagonalHF):
+            opt.cg_check_every = check_every
         runs.append((name, model, opt, problem.l2_coefficients(model)))
     costs = [measure_cost(opt, closure(model, l2, *batches[0])) for _, model, opt, l2 in runs]
     times: list[list[float]] = [[] for _ in runs]
@@ -145,7 +143,7 @@ def measure_step_cost(
             for _ in range(adam_repeats if name == "adam" else 1):
                 c = closure(model, l2, x, y)
                 timer = PartTimer(device)
-                with timer.active(), _cg_options(check_every):
+                with timer.active():
                     synchronize(device)
                     start = time.perf_counter()
                     opt.step(c)
@@ -183,20 +181,6 @@ def measure_step_cost(
             )
         )
     return rows
-
-
-@contextlib.contextmanager
-def _cg_options(check_every: int) -> Iterator[None]:
-    """Run the optimizers' CG with ``check_every`` (1: as they are)."""
-    if check_every == 1:
-        yield
-        return
-    real = hf_module.block_cg
-    hf_module.block_cg = functools.partial(real, check_every=check_every)
-    try:
-        yield
-    finally:
-        hf_module.block_cg = real
 
 
 def format_rows(rows: Sequence[StepCost], batch_sizes: Mapping[str, int]) -> str:

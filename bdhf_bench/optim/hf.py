@@ -266,6 +266,10 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         self._settings_seen: tuple[Any, ...] = ()
         # the step's vectors (gradient, CG's, kept iterates), reused from step to step; not state
         self._workspace = Workspace()
+        self.cg_check_every = 1
+        """CG reads its active-block mask every this many iterations (``block_cg``'s
+        ``check_every``): how the step executes, not what it computes, so not a
+        hyperparameter and not in ``state_dict``."""
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -416,6 +420,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             tol=blk["cg_tol"],
             preconditioner=precond,
             keep_iterates=hp["backtrack"],
+            check_every=self.cg_check_every,
             matvec_damps=True,
             workspace=ws,
         )

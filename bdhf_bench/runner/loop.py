@@ -52,6 +52,10 @@ class Execution:
     """Steps between read-backs of the mini-batch loss."""
     threads: int | None = None
     """torch threads while training (None: leave torch's setting)."""
+    cg_check_every: int = 1
+    """The HF optimizers' CG reads which blocks still run back to the host every this many
+    iterations (1: every one). The same steps; up to k-1 more products per block and step,
+    which the cost counters include. For GPUs, where each read waits for the device."""
     runs_at_once: int | None = 1
     """Runs sharing this machine by design (a pool's workers), recorded beside the seconds
     because another run's load slows this one; None where unknown (a Ray cluster)."""
@@ -168,6 +172,8 @@ class Trainer:
             self.optimizer = self.entry.build(self.model, self.hps)
         except ValueError as exc:  # settings that only the model can refuse (a block glob)
             raise RunInputError(f"{spec.optimizer} on {spec.problem}: {exc}") from None
+        if hasattr(self.optimizer, "cg_check_every"):  # an execution setting, not a setting
+            self.optimizer.cg_check_every = self.ex.cg_check_every
         wd = problem.weight_decay if spec.weight_decay is None else spec.weight_decay
         self.l2 = problem.l2_coefficients(self.model, wd)
         if spec.batch_size > self.splits.sizes["train"]:
@@ -546,6 +552,11 @@ class Trainer:
                     **environment(self.device),
                     "dtype": self.context["dtype"],
                     "runs_at_once": self.ex.runs_at_once,
+                    **(
+                        {"cg_check_every": self.optimizer.cg_check_every}
+                        if hasattr(self.optimizer, "cg_check_every")
+                        else {}
+                    ),
                 },
                 "steps": s.step,
                 "train_seconds": s.train_seconds,

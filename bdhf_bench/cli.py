@@ -301,6 +301,7 @@ def _emit_slurm(
     title: str,
     then: str,
     ray: bool,
+    cg_check_every: int = 1,
 ) -> None:
     """Write the SLURM script and spec file for ``specs`` instead of running them."""
     from .runner.slurm import write_slurm
@@ -318,6 +319,7 @@ def _emit_slurm(
             then=then,
             data_dir=data_dir,
             device=_device_name(device),
+            cg_check_every=cg_check_every,
         )
     except OSError as exc:
         raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -652,7 +654,9 @@ def tune(
         title = f"the search of tuning {entry.name} on {prob.name}"
         specs = plan.search_specs()
         ray = executor_kind != "local" or address is not None
-        _emit_slurm(emit_slurm, specs, output_dir, device, data_dir, title, then, ray)
+        _emit_slurm(
+            emit_slurm, specs, output_dir, device, data_dir, title, then, ray, cg_check_every
+        )
         return
     _preflight("tune", plan.search_specs(), data_dir, None)
     executor = _executor(
@@ -784,7 +788,7 @@ def leaderboard(
         )
         title = f"suite {suite.name} (fixed runs and tuning searches)"
         ray = executor_kind != "local" or address is not None
-        _emit_slurm(emit_slurm, specs, results, device, data_dir, title, then, ray)
+        _emit_slurm(emit_slurm, specs, results, device, data_dir, title, then, ray, cg_check_every)
         return
     specs = suite.runs + [s for plan in suite.tunings for s in plan.search_specs()]
     local = executor_kind == "local"
@@ -936,6 +940,12 @@ def data_fetch(problems: tuple[str, ...], suite_name: str | None, data_dir: Path
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--device", help="cpu, cuda or cuda:N (default: the GPU when there is one).")
 @_data_dir_option
+@click.option(
+    "--cg-check-every",
+    type=click.IntRange(min=1),
+    default=1,
+    help="bdhf/hf: read CG's active-block mask every K iterations (as for run).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def run_spec(
     specs_file: Path,
@@ -943,6 +953,7 @@ def run_spec(
     output_dir: Path,
     device: str | None,
     data_dir: Path | None,
+    cg_check_every: int,
     quiet: bool,
 ) -> None:
     """Plumbing for SLURM array tasks: run spec INDEX of a spec file (skipped when finished,
@@ -954,7 +965,12 @@ def run_spec(
         spec = load_spec(specs_file, index)
     except SpecFileError as exc:
         raise BadInput(str(exc)) from None
-    execution = Execution(device=_device(device), data_dir=data_dir, progress=not quiet)
+    execution = Execution(
+        device=_device(device),
+        data_dir=data_dir,
+        progress=not quiet,
+        cg_check_every=cg_check_every,
+    )
     try:
         out = run_until_done(spec, _store(output_dir), execution, echo=click.echo)
     except (MissingDataError, CorruptDataError, RunInputError) as exc:

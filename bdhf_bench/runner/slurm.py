@@ -115,6 +115,7 @@ def slurm_script(
     then: str,
     data_dir: Path | None = None,
     device: str | None = None,
+    cg_check_every: int = 1,
     job_name: str = "bdhf-bench",
     python: str | None = None,
     workdir: Path | None = None,
@@ -139,6 +140,8 @@ def slurm_script(
         command.append(f"--data-dir {q(str(data_dir.resolve()))}")
     if device is not None:
         command.append(f"--device {q(device)}")
+    if cg_check_every != 1:
+        command.append(f"--cg-check-every {int(cg_check_every)}")
     command.append("--quiet")
     chunk = ""
     if n_runs > MAX_ARRAY + 1:
@@ -198,12 +201,20 @@ def write_slurm(
     then: str,
     data_dir: Path | None = None,
     device: str | None = None,
+    cg_check_every: int = 1,
 ) -> tuple[Path, Path]:
     """Write the spec file, the logs folder and the script (each file atomically; the script
     last, so a script never points at a missing spec file). Returns (script, spec file)."""
     script = Path(script)
     text = slurm_script(
-        script, len(specs), Path(results), title=title, then=then, data_dir=data_dir, device=device
+        script,
+        len(specs),
+        Path(results),
+        title=title,
+        then=then,
+        data_dir=data_dir,
+        device=device,
+        cg_check_every=cg_check_every,
     )
     spec_path = spec_file_path(script)
     write_spec_file(spec_path, specs)

@@ -301,6 +301,7 @@ def _emit_slurm(
     title: str,
     then: str,
     ray: bool,
+    threads: int | None = None,
     cg_check_every: int = 1,
 ) -> None:
     """Write the SLURM script and spec file for ``specs`` instead of running them."""
@@ -319,6 +320,7 @@ def _emit_slurm(
             then=then,
             data_dir=data_dir,
             device=_device_name(device),
+            threads=threads,
             cg_check_every=cg_check_every,
         )
     except OSError as exc:
@@ -655,7 +657,16 @@ def tune(
         specs = plan.search_specs()
         ray = executor_kind != "local" or address is not None
         _emit_slurm(
-            emit_slurm, specs, output_dir, device, data_dir, title, then, ray, cg_check_every
+            emit_slurm,
+            specs,
+            output_dir,
+            device,
+            data_dir,
+            title,
+            then,
+            ray,
+            threads=threads,
+            cg_check_every=cg_check_every,
         )
         return
     _preflight("tune", plan.search_specs(), data_dir, None)
@@ -788,7 +799,18 @@ def leaderboard(
         )
         title = f"suite {suite.name} (fixed runs and tuning searches)"
         ray = executor_kind != "local" or address is not None
-        _emit_slurm(emit_slurm, specs, results, device, data_dir, title, then, ray, cg_check_every)
+        _emit_slurm(
+            emit_slurm,
+            specs,
+            results,
+            device,
+            data_dir,
+            title,
+            then,
+            ray,
+            threads=threads,
+            cg_check_every=cg_check_every,
+        )
         return
     specs = suite.runs + [s for plan in suite.tunings for s in plan.search_specs()]
     local = executor_kind == "local"
@@ -940,6 +962,7 @@ def data_fetch(problems: tuple[str, ...], suite_name: str | None, data_dir: Path
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--device", help="cpu, cuda or cuda:N (default: the GPU when there is one).")
 @_data_dir_option
+@click.option("--threads", type=click.IntRange(min=1), help="torch threads (as for run).")
 @click.option(
     "--cg-check-every",
     type=click.IntRange(min=1),
@@ -953,6 +976,7 @@ def run_spec(
     output_dir: Path,
     device: str | None,
     data_dir: Path | None,
+    threads: int | None,
     cg_check_every: int,
     quiet: bool,
 ) -> None:
@@ -969,6 +993,7 @@ def run_spec(
         device=_device(device),
         data_dir=data_dir,
         progress=not quiet,
+        threads=threads,
         cg_check_every=cg_check_every,
     )
     try:

@@ -147,22 +147,24 @@ def test_emit_slurm_takes_no_ray_options(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_an_array_task_runs_with_the_emitting_commands_cg_check_every(tmp_path):
+def test_an_array_task_runs_with_the_emitting_commands_threads_and_cg_check_every(tmp_path):
     grid = tmp_path / "grid.toml"
     grid.write_text("[grid]\ndamping = [0.1, 1.0]\n")
     script = tmp_path / "tune.sh"
     res = cli("tune", "-p", "tiny_mlp", "-o", "bdhf", "--grid", str(grid), "--steps", "2",
-              "--cg-check-every", "3", "--output-dir", str(tmp_path / "results"), "-q",
+              "--threads", "2", "--cg-check-every", "3",
+              "--output-dir", str(tmp_path / "results"), "-q",
               "--emit-slurm", str(script))  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "--cg-check-every 3 --quiet" in script.read_text().replace(" \\\n    ", " ")
+    assert "--threads 2 --cg-check-every 3 --quiet" in script.read_text().replace(" \\\n    ", " ")
     env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0", "PYTHON": sys.executable}
     env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     (path,) = result_files(tmp_path / "results")
-    assert load(path)["environment"]["cg_check_every"] == 3
+    env_record = load(path)["environment"]
+    assert env_record["cg_check_every"] == 3 and env_record["threads"] == 2  # OMP says 1
     # the default leaves the command as it was
     plain = tmp_path / "plain.sh"
     assert cli(*_tune_args(tmp_path), "--emit-slurm", str(plain)).exit_code == 0
-    assert "--cg-check-every" not in plain.read_text()
+    assert "--cg-check-every" not in plain.read_text() and "--threads" not in plain.read_text()

@@ -115,6 +115,7 @@ def slurm_script(
     then: str,
     data_dir: Path | None = None,
     device: str | None = None,
+    threads: int | None = None,
     cg_check_every: int = 1,
     job_name: str = "bdhf-bench",
     python: str | None = None,
@@ -140,6 +141,8 @@ def slurm_script(
         command.append(f"--data-dir {q(str(data_dir.resolve()))}")
     if device is not None:
         command.append(f"--device {q(device)}")
+    if threads is not None:
+        command.append(f"--threads {int(threads)}")
     if cg_check_every != 1:
         command.append(f"--cg-check-every {int(cg_check_every)}")
     command.append("--quiet")
@@ -201,6 +204,7 @@ def write_slurm(
     then: str,
     data_dir: Path | None = None,
     device: str | None = None,
+    threads: int | None = None,
     cg_check_every: int = 1,
 ) -> tuple[Path, Path]:
     """Write the spec file, the logs folder and the script (each file atomically; the script
@@ -214,6 +218,7 @@ def write_slurm(
         then=then,
         data_dir=data_dir,
         device=device,
+        threads=threads,
         cg_check_every=cg_check_every,
     )
     spec_path = spec_file_path(script)

@@ -172,7 +172,7 @@ class Trainer:
             self.optimizer = self.entry.build(self.model, self.hps)
         except ValueError as exc:  # settings that only the model can refuse (a block glob)
             raise RunInputError(f"{spec.optimizer} on {spec.problem}: {exc}") from None
-        if hasattr(self.optimizer, "cg_check_every"):  # an execution setting, not a setting
+        if hasattr(self.optimizer, "cg_check_every"):  # how it executes, not a hyperparameter
             self.optimizer.cg_check_every = self.ex.cg_check_every
         wd = problem.weight_decay if spec.weight_decay is None else spec.weight_decay
         self.l2 = problem.l2_coefficients(self.model, wd)

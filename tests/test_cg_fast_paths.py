@@ -172,9 +172,9 @@ def test_workspace_reuses_storage_per_name_shape_and_dtype():
     assert ws.get("v", a, (2, 3)).shape == (2, 3)  # a new shape: new storage
     assert ws.get("v", torch.zeros(2, 3)).data_ptr() == ws.get("v", a, (2, 3)).data_ptr()
     assert ws.get("v", a.double(), (2, 3)).dtype == torch.float64
-    assert len(ws) == 2 and ws.nbytes() == 6 * 8 + 5 * 4
-    ws.clear()
-    assert len(ws) == 0
+    assert len(ws) == 2 and ws.get("w", a).shape == (5,)  # one tensor per name, replaced
+    before = ws.get("w", a)
+    assert ws.get("w", a.double()) is not before and len(ws) == 2
 
 
 def test_pack_into_a_buffer_is_the_pack():

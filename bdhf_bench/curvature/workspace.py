@@ -37,12 +37,5 @@ class Workspace:
         return buf
 
     def __len__(self) -> int:
+        """How many tensors it holds (one per name)."""
         return len(self._buffers)
-
-    def nbytes(self) -> int:
-        """The memory the workspace holds."""
-        return sum(b.numel() * b.element_size() for b in self._buffers.values())
-
-    def clear(self) -> None:
-        """Drop every tensor (the next ``get`` allocates afresh)."""
-        self._buffers.clear()

@@ -395,8 +395,8 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         ws = self._workspace
         f0 = closure()
         stats.loss = f0.item()
-        flat = layout.params[0]
-        g = layout.pack([p.grad for p in layout.params], out=ws.get("g", flat, (layout.numel,)))
+        like = layout.params[0]  # the dtype and device of the packed vectors
+        g = layout.pack([p.grad for p in layout.params], out=ws.get("g", like, (layout.numel,)))
         theta0 = layout.unpack(
             layout.pack([p.detach() for p in layout.params], out=ws.get("theta0", g))
         )

@@ -10,18 +10,14 @@ import torch
 from torch import Tensor
 
 from bdhf_bench.curvature.blocks import BlockLayout
-from bdhf_bench.curvature.cg import (
-    _CONVERGED,
-    _CURVATURE,
-    _MAX_ITERS,
-    _NONFINITE,
-    _PROGRESS,
-    _RUNNING,
-    STOP_REASONS,
-    CGResult,
-    MatVec,
-    backtracking_schedule,
-)
+from bdhf_bench.curvature.cg import CGResult, MatVec, backtracking_schedule
+from bdhf_bench.curvature.cg_rules import CONVERGED as _CONVERGED
+from bdhf_bench.curvature.cg_rules import CURVATURE as _CURVATURE
+from bdhf_bench.curvature.cg_rules import MAX_ITERS as _MAX_ITERS
+from bdhf_bench.curvature.cg_rules import NONFINITE as _NONFINITE
+from bdhf_bench.curvature.cg_rules import PROGRESS as _PROGRESS
+from bdhf_bench.curvature.cg_rules import RUNNING as _RUNNING
+from bdhf_bench.curvature.cg_rules import STOP_REASONS
 
 
 def _per_block(name: str, value: float | Sequence[float], nb: int) -> list:

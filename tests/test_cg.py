@@ -1,7 +1,9 @@
-"""Block CG against torch.linalg.solve, a plain numpy CG, and each stopping rule."""
+"""Block CG against torch.linalg.solve, a plain numpy CG, and each stopping rule; the tests that
+take ``cg`` hold the compiled iteration (``compiled=True``) to the same references."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -9,6 +11,14 @@ import pytest
 import torch
 
 from bdhf_bench.curvature import BlockLayout, backtracking_schedule, block_cg
+
+
+@pytest.fixture(params=["eager", "compiled"])
+def cg(request):
+    """block_cg, eager or with its compiled iteration."""
+    if request.param == "eager":
+        return block_cg
+    return functools.partial(block_cg, compiled=True)
 
 
 def _spd(n: int, cond: float, seed: int) -> torch.Tensor:
@@ -57,11 +67,11 @@ def _first_progress_stop(phis: list[float], tol: float, max_iters: int) -> int:
     return max_iters
 
 
-def test_solves_each_block_like_linalg_solve():
+def test_solves_each_block_like_linalg_solve(cg):
     layout, mats, _, matvec, _ = _problem([6, 9, 4], [10.0, 100.0, 3.0])
     b = torch.randn(layout.numel, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     lam = torch.tensor([0.1, 0.01, 1.0], dtype=torch.float64)
-    res = block_cg(matvec, b, layout, lam, max_iters=200, tol=1e-12)
+    res = cg(matvec, b, layout, lam, max_iters=200, tol=1e-12)
     for (lo, hi), m, lam_b in zip(layout.block_bounds, mats, lam):
         eye = torch.eye(m.shape[0], dtype=torch.float64)
         expect = torch.linalg.solve(m + lam_b * eye, b[lo:hi])
@@ -85,45 +95,45 @@ def test_blocks_stop_independently_and_skip_finished_products():
         assert solo.iterations[0] == res.iterations[k]
 
 
-def test_progress_rule_fires_where_martens_rule_says():
+def test_progress_rule_fires_where_martens_rule_says(cg):
     # A uniform spectrum keeps finite-precision CG on the exact-arithmetic path, so a second,
     # textbook implementation gives the same phi sequence to rounding.
     n, tol, max_iters = 300, 5e-4, 200
     d = torch.linspace(1.0, 3000.0, n, dtype=torch.float64)
     layout = BlockLayout([[torch.zeros(n, dtype=torch.float64)]])
     b = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    res = block_cg(lambda p, act: d * p, b, layout, 0.0, max_iters=max_iters, tol=tol)
+    res = cg(lambda p, act: d * p, b, layout, 0.0, max_iters=max_iters, tol=tol)
     phis = _numpy_cg_phis(np.diag(d.numpy()), b.numpy(), max_iters)
     expect = _first_progress_stop(phis, tol, max_iters)
     assert 10 < expect < max_iters
     assert res.iterations == [expect]
     assert res.stop_reasons == ["progress"]
     assert res.phi[0].item() == pytest.approx(phis[expect], rel=1e-9)
-    looser = block_cg(lambda p, act: d * p, b, layout, 0.0, max_iters=max_iters, tol=10 * tol)
+    looser = cg(lambda p, act: d * p, b, layout, 0.0, max_iters=max_iters, tol=10 * tol)
     assert looser.iterations[0] == _first_progress_stop(phis, 10 * tol, max_iters) < expect
 
 
-def test_max_iters_and_min_iters():
+def test_max_iters_and_min_iters(cg):
     layout, _, _, matvec, _ = _problem([20], [1e3])
     b = torch.ones(20, dtype=torch.float64)
-    res = block_cg(matvec, b, layout, 0.0, max_iters=3)
+    res = cg(matvec, b, layout, 0.0, max_iters=3)
     assert res.iterations == [3] and res.stop_reasons == ["max_iters"]
     d = torch.linspace(1.0, 3000.0, 300, dtype=torch.float64)
     layout = BlockLayout([[torch.zeros(300, dtype=torch.float64)]])
     b = torch.ones(300, dtype=torch.float64)
-    loose = block_cg(lambda p, a: d * p, b, layout, 0.0, max_iters=100, tol=1.0)
-    strict = block_cg(lambda p, a: d * p, b, layout, 0.0, max_iters=100, tol=1.0, min_iters=40)
+    loose = cg(lambda p, a: d * p, b, layout, 0.0, max_iters=100, tol=1.0)
+    strict = cg(lambda p, a: d * p, b, layout, 0.0, max_iters=100, tol=1.0, min_iters=40)
     assert loose.iterations[0] == 11 and loose.stop_reasons == ["progress"]
     assert strict.iterations[0] == 40 and strict.stop_reasons == ["progress"]
 
 
-def test_nonpositive_curvature_stops_before_the_step():
+def test_nonpositive_curvature_stops_before_the_step(cg):
     layout = BlockLayout(
         [[torch.zeros(3, dtype=torch.float64)], [torch.zeros(3, dtype=torch.float64)]]
     )
     a = torch.block_diag(-torch.eye(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64))
     b = torch.ones(6, dtype=torch.float64)
-    res = block_cg(lambda p, act: a @ p, b, layout, 0.0, max_iters=10)
+    res = cg(lambda p, act: a @ p, b, layout, 0.0, max_iters=10)
     assert res.stop_reasons[0] == "nonpositive_curvature" and res.iterations[0] == 0
     assert torch.equal(res.x[:3], torch.zeros(3, dtype=torch.float64))
     torch.testing.assert_close(res.x[3:], b[3:])
@@ -151,34 +161,34 @@ def test_zero_right_hand_side_is_converged():
     assert res.stop_reasons == ["converged"] and res.iterations == [0] and not calls
 
 
-def test_preconditioner_diagonal_system_in_one_iteration():
+def test_preconditioner_diagonal_system_in_one_iteration(cg):
     d = torch.logspace(0, 6, 12, dtype=torch.float64)
     layout = BlockLayout([[torch.zeros(12, dtype=torch.float64)]])
     b = torch.ones(12, dtype=torch.float64)
-    res = block_cg(lambda p, a: d * p, b, layout, 0.0, preconditioner=d, max_iters=50, tol=1e-12)
+    res = cg(lambda p, a: d * p, b, layout, 0.0, preconditioner=d, max_iters=50, tol=1e-12)
     torch.testing.assert_close(res.x, b / d)
-    plain = block_cg(lambda p, a: d * p, b, layout, 0.0, max_iters=5)
+    plain = cg(lambda p, a: d * p, b, layout, 0.0, max_iters=5)
     assert res.iterations[0] == 1 and plain.iterations[0] == 5
 
 
-def test_warm_start_from_the_solution():
+def test_warm_start_from_the_solution(cg):
     layout, _, a, matvec, _ = _problem([8], [50.0])
     b = torch.randn(8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     sol = torch.linalg.solve(a, b)
-    res = block_cg(matvec, b, layout, 0.0, x0=sol, max_iters=50)
+    res = cg(matvec, b, layout, 0.0, x0=sol, max_iters=50)
     torch.testing.assert_close(res.x, sol, rtol=1e-9, atol=1e-12)
     # The residual is rounding noise: the progress rule ends it at its first chance (i = 11).
     assert res.iterations[0] <= 11 and res.stop_reasons[0] != "max_iters"
     assert res.matvecs >= 1  # the residual of the warm start costs one product
 
 
-def test_iterates_kept_at_martens_schedule():
+def test_iterates_kept_at_martens_schedule(cg):
     assert backtracking_schedule(30) == sorted(
         {math.ceil(5 * 1.3**j) for j in range(10) if math.ceil(5 * 1.3**j) <= 30}
     )
     assert backtracking_schedule(250)[:6] == [5, 7, 9, 11, 15, 19]
     layout, _, _, matvec, _ = _problem([40], [1e6])
-    res = block_cg(
+    res = cg(
         matvec, torch.ones(40, dtype=torch.float64), layout, 0.0, max_iters=23, keep_iterates=True
     )
     assert [i for i, _ in res.iterates] == [5, 7, 9, 11, 15, 19, 23]
@@ -193,10 +203,10 @@ def test_bitwise_deterministic_on_cpu():
     assert torch.equal(r1.x, r2.x) and r1.iterations == r2.iterations
 
 
-def test_float32_vectors_keep_float64_scalars():
+def test_float32_vectors_keep_float64_scalars(cg):
     layout = BlockLayout([[torch.zeros(30)]])
     a = _spd(30, 1e3, 3).float()
-    res = block_cg(lambda p, act: a @ p, torch.ones(30), layout, 0.0, max_iters=60, tol=1e-9)
+    res = cg(lambda p, act: a @ p, torch.ones(30), layout, 0.0, max_iters=60, tol=1e-9)
     assert res.x.dtype == torch.float32 and res.phi.dtype == torch.float64
     expect = torch.linalg.solve(a.double(), torch.ones(30, dtype=torch.float64))
     torch.testing.assert_close(res.x.double(), expect, rtol=1e-3, atol=1e-3)
@@ -229,15 +239,15 @@ def _textbook_pcg(a, b, x0, m_inv, iters):
     return x
 
 
-def test_warm_start_on_a_damped_system_follows_textbook_cg_to_the_solution():
+def test_warm_start_on_a_damped_system_follows_textbook_cg_to_the_solution(cg):
     layout, mats, _, matvec, _ = _problem([7, 5], [200.0, 30.0], seed=3)
     g = torch.Generator().manual_seed(6)
     b = torch.randn(layout.numel, dtype=torch.float64, generator=g)
     x0 = torch.randn(layout.numel, dtype=torch.float64, generator=g)
     lam = [0.3, 2.0]
     # three iterations: each block's iterate is textbook CG's from the same start
-    early = block_cg(matvec, b, layout, lam, x0=x0, max_iters=3, tol=1e-12)
-    solved = block_cg(matvec, b, layout, lam, x0=x0, max_iters=100, tol=1e-14)
+    early = cg(matvec, b, layout, lam, x0=x0, max_iters=3, tol=1e-12)
+    solved = cg(matvec, b, layout, lam, x0=x0, max_iters=100, tol=1e-14)
     for (lo, hi), m, lam_b in zip(layout.block_bounds, mats, lam):
         damped = (m + lam_b * torch.eye(hi - lo, dtype=torch.float64)).numpy()
         ones = np.ones(hi - lo)
@@ -250,7 +260,7 @@ def test_warm_start_on_a_damped_system_follows_textbook_cg_to_the_solution():
     assert early.block_products == [4, 4] and not torch.equal(early.x, x0)
 
 
-def test_preconditioned_cg_on_a_coupled_system_is_textbook_pcg():
+def test_preconditioned_cg_on_a_coupled_system_is_textbook_pcg(cg):
     n = 10
     a = _spd(n, 500.0, 8)
     m = torch.logspace(-1, 2, n, dtype=torch.float64)  # a diagonal far from A's
@@ -259,23 +269,21 @@ def test_preconditioned_cg_on_a_coupled_system_is_textbook_pcg():
     lam = 0.05
     damped = a + lam * torch.eye(n, dtype=torch.float64)
     for iters in (2, 4):
-        res = block_cg(lambda p, act: a @ p, b, layout, lam, preconditioner=m, max_iters=iters)
+        res = cg(lambda p, act: a @ p, b, layout, lam, preconditioner=m, max_iters=iters)
         expect = _textbook_pcg(damped.numpy(), b.numpy(), np.zeros(n), 1 / m.numpy(), iters)
         np.testing.assert_allclose(res.x.numpy(), expect, rtol=1e-10, atol=1e-12)
-    full = block_cg(
-        lambda p, act: a @ p, b, layout, lam, preconditioner=m, max_iters=200, tol=1e-14
-    )
+    full = cg(lambda p, act: a @ p, b, layout, lam, preconditioner=m, max_iters=200, tol=1e-14)
     torch.testing.assert_close(full.x, torch.linalg.solve(damped, b), rtol=1e-9, atol=1e-11)
 
 
-def test_progress_window_grows_beyond_iteration_100():
+def test_progress_window_grows_beyond_iteration_100(cg):
     # Martens' window k = max(10, ceil(0.1 i)): past i = 100 it is wider than 10, and here a
     # fixed window of 10 would stop four iterations earlier.
     n, tol, max_iters = 800, 5e-5, 300
     d = torch.linspace(1.0, 1e7, n, dtype=torch.float64)
     layout = BlockLayout([[torch.zeros(n, dtype=torch.float64)]])
     b = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    res = block_cg(lambda p, act: d * p, b, layout, 0.0, max_iters=max_iters, tol=tol)
+    res = cg(lambda p, act: d * p, b, layout, 0.0, max_iters=max_iters, tol=tol)
     phis = _numpy_cg_phis(np.diag(d.numpy()), b.numpy(), max_iters)
     expect = _first_progress_stop(phis, tol, max_iters)
     fixed_window = next(
@@ -287,17 +295,17 @@ def test_progress_window_grows_beyond_iteration_100():
     assert res.iterations == [expect] and res.stop_reasons == ["progress"]
 
 
-def test_per_block_limits():
+def test_per_block_limits(cg):
     layout, mats, _, matvec, _ = _problem([6, 6, 6], [1e3, 1e3, 1e3])
     b = torch.ones(18, dtype=torch.float64)
-    res = block_cg(matvec, b, layout, 0.1, max_iters=[2, 5, 40], tol=[1e-12, 1e-12, 1e-12])
+    res = cg(matvec, b, layout, 0.1, max_iters=[2, 5, 40], tol=[1e-12, 1e-12, 1e-12])
     assert res.iterations[:2] == [2, 5] and res.stop_reasons[:2] == ["max_iters"] * 2
     assert res.stop_reasons[2] == "converged"
     # each block as if it ran alone with its own limit
     for k, cap in enumerate([2, 5]):
         lo, hi = layout.block_bounds[k]
         solo_layout = BlockLayout([[torch.zeros(6, dtype=torch.float64)]])
-        solo = block_cg(lambda p, a, m=mats[k]: m @ p, b[lo:hi], solo_layout, 0.1, max_iters=cap)
+        solo = cg(lambda p, a, m=mats[k]: m @ p, b[lo:hi], solo_layout, 0.1, max_iters=cap)
         torch.testing.assert_close(res.x[lo:hi], solo.x, rtol=1e-12, atol=1e-14)
     with pytest.raises(ValueError, match="max_iters needs one value or one per block"):
-        block_cg(matvec, b, layout, 0.1, max_iters=[2, 5])
+        cg(matvec, b, layout, 0.1, max_iters=[2, 5])

@@ -39,20 +39,22 @@ import torch
 from torch import Tensor
 
 from .blocks import BlockLayout
+from .cg_fused import fused_iteration
+from .cg_rules import (
+    CONVERGED,
+    MAX_ITERS,
+    PROGRESS,
+    RUNNING,
+    STOP_REASONS,
+    advance_model,
+    direction_scale,
+    step_length,
+    too_slow,
+)
 from .workspace import Workspace
 
 MatVec = Callable[..., Tensor]
 """``matvec(p, active) -> A p``, or with ``matvec_damps`` ``matvec(p, active, damping)``."""
-
-STOP_REASONS = (
-    "running",
-    "max_iters",
-    "progress",
-    "nonpositive_curvature",
-    "converged",
-    "nonfinite",
-)
-_RUNNING, _MAX_ITERS, _PROGRESS, _CURVATURE, _CONVERGED, _NONFINITE = range(6)
 
 
 def all_finite(t: Tensor) -> bool:
@@ -121,6 +123,7 @@ def block_cg(
     check_every: int = 1,
     matvec_damps: bool = False,
     workspace: Workspace | None = None,
+    compiled: bool = False,
 ) -> CGResult:
     """Solve ``(A_bb + damping_b I) x_b = b_b`` for every block b.
 
@@ -150,6 +153,11 @@ def block_cg(
             between runs saves allocating (and faulting in) them each time. The result's ``x``
             and iterates are then workspace tensors, valid until the workspace's next use.
             None: a fresh one (new tensors).
+        compiled: run each iteration's vector work and bookkeeping as one compiled function
+            (``cg_fused``): a few fused kernels where the eager loop launches some forty, for
+            GPUs. The same decisions by the same rules (``cg_rules``), but its reductions
+            round in their own order, so x and phi match the eager loop to rounding, not
+            bitwise; the first call per layout compiles (seconds to tens of seconds).
     """
     if b.shape != (layout.numel,):
         raise ValueError(f"right-hand side of shape {tuple(b.shape)}, expected ({layout.numel},)")
@@ -215,10 +223,24 @@ def block_cg(
     solved_at = ry * residual_tol**2
     phis = [phi]
     iters = torch.zeros(nb, dtype=torch.long, device=dev)
-    reason = torch.where(ry <= 0, _CONVERGED, torch.zeros(nb, dtype=torch.long, device=dev))
-    active = reason == _RUNNING
+    reason = torch.where(ry <= 0, CONVERGED, torch.zeros(nb, dtype=torch.long, device=dev))
+    active = reason == RUNNING
     host_active = active.tolist()
-    stopped_at = None if check_every == 1 else torch.zeros(nb, dtype=torch.long, device=dev)
+    tracked = check_every > 1 or compiled
+    stopped_at = torch.zeros(nb, dtype=torch.long, device=dev) if tracked else None
+    if compiled:
+        # the fused iteration's per-block limits and per-iteration clock live on the device
+        limits = (
+            torch.tensor(tols, dtype=torch.float64, device=dev),
+            torch.tensor(min_its, device=dev),
+            torch.tensor(max_its, device=dev),
+            solved_at,
+        )
+        gaps = [max(10, math.ceil(0.1 * j)) for j in range(1, limit + 1)]
+        clock = torch.tensor(
+            [(j, k, j > k) for j, k in enumerate(gaps, start=1)], dtype=torch.long, device=dev
+        )
+        precond = None if preconditioner is None else (preconditioner, y)
 
     schedule = set(backtracking_schedule(limit)) if keep_iterates else set()
     iterates: list[tuple[int, Tensor]] = []
@@ -234,13 +256,21 @@ def block_cg(
         matvecs += 1
         for k, a in enumerate(host_active):
             block_products[k] += int(a)
-        pap = dots(p, ap, host_active)
-        finite = torch.isfinite(pap)
-        curved = finite & (pap > 0)
-        reason = torch.where(active & ~finite, _NONFINITE, reason)
-        reason = torch.where(active & finite & ~curved, _CURVATURE, reason)
-        step = active & curved
-        alpha = torch.where(step, ry / torch.where(curved, pap, 1.0), 0.0)
+        k_gap = max(10, math.ceil(0.1 * i))
+        if compiled:
+            prev = phis[i - k_gap] if i > k_gap else phi
+            state = (ry, phi, reason, iters, stopped_at)
+            state, active = fused_iteration(
+                x, r, p, ap, precond, state, prev, clock[i - 1], limits, tuple(sizes)
+            )
+            ry, phi, reason, iters, stopped_at = state
+            phis.append(phi)
+            if i in schedule:
+                keep(i)
+            if i % check_every == 0 or i >= limit:
+                host_active = active.tolist()
+            continue
+        reason, step, alpha = step_length(dots(p, ap, host_active), ry, active, reason)
         # The running blocks' vector updates, each a C++ loop over their segments (views);
         # per element the same kernels as one addcmul_ per block, so the same bits.
         # x += alpha p and r += alpha A p in one call.
@@ -261,41 +291,36 @@ def block_cg(
                 for k in on:
                     torch.div(rs[k], m_views[k], out=ys[k])
         ry_new = dots(r, y, host_active)
-        beta = torch.where(step & (ry > 0), ry_new / torch.where(ry > 0, ry, 1.0), 0.0)
-        beta_v = beta.to(dtype).unbind()
+        beta_v = direction_scale(step, ry, ry_new).to(dtype).unbind()
         # p = beta p - y as two passes: a fused one (addcmul, add with alpha) rounds once, not
         # twice, and would change CG's bits
         p_on = [ps[k] for k in on]
         torch._foreach_mul_(p_on, [beta_v[k] for k in on])
         torch._foreach_sub_(p_on, [ys[k] for k in on])
-        # CG's exact recurrence for the quadratic model: phi_{i+1} = phi_i - alpha_i r_i.y_i / 2
-        phi = torch.where(step, phi - 0.5 * alpha * ry, phi)
-        ry = torch.where(step, ry_new, ry)
+        phi, ry = advance_model(step, alpha, ry, ry_new, phi)
         iters = iters + step.long()
         phis.append(phi)
 
-        k_gap = max(10, math.ceil(0.1 * i))
         if i > k_gap and (min_t is not None or i >= min_its[0]):
-            prev = phis[i - k_gap]
-            slow = (phi < 0) & ((phi - prev) / torch.where(phi < 0, phi, -1.0) < k_gap * tol_t)
+            slow = too_slow(phi, phis[i - k_gap], k_gap * tol_t)
             if min_t is not None:
                 slow = slow & (min_t <= i)
-            reason = torch.where(step & slow, _PROGRESS, reason)
+            reason = torch.where(step & slow, PROGRESS, reason)
         solved = ry_new <= solved_at
-        reason = torch.where(step & solved & (reason == _RUNNING), _CONVERGED, reason)
+        reason = torch.where(step & solved & (reason == RUNNING), CONVERGED, reason)
         if max_t is not None:
-            reason = torch.where((reason == _RUNNING) & (max_t <= i), _MAX_ITERS, reason)
+            reason = torch.where((reason == RUNNING) & (max_t <= i), MAX_ITERS, reason)
         elif i >= limit:
-            reason = torch.where(reason == _RUNNING, _MAX_ITERS, reason)
-        if stopped_at is not None:
-            stopped_at = torch.where(active & (reason != _RUNNING), i, stopped_at)
-        active = reason == _RUNNING
+            reason = torch.where(reason == RUNNING, MAX_ITERS, reason)
+        if tracked:
+            stopped_at = torch.where(active & (reason != RUNNING), i, stopped_at)
+        active = reason == RUNNING
         if i in schedule:
             keep(i)
-        if stopped_at is None or i % check_every == 0 or i >= limit:
+        if not tracked or i % check_every == 0 or i >= limit:
             host_active = active.tolist()
 
-    if stopped_at is not None and i > 0:
+    if tracked and i > 0:
         # the iteration at which the last block stopped: where check_every=1 would have ended
         i = int(stopped_at.max())
         iterates = [(j, v) for j, v in iterates if j <= i]

@@ -158,7 +158,14 @@ def _data_dir_option(func):
 
 
 def _machine_options(func):
-    """--threads, --cg-check-every and --rerun, shared by ``run``, ``tune`` and ``leaderboard``."""
+    """--threads, --cg-check-every, --cg-compile and --rerun, shared by ``run``, ``tune`` and
+    ``leaderboard``."""
+    func = click.option(
+        "--cg-compile",
+        is_flag=True,
+        help="bdhf/hf: run each CG iteration's vector work as one compiled function (the same "
+        "steps to rounding; compiles once per run). For GPUs, where each small kernel is a launch.",
+    )(func)
     func = click.option(
         "--cg-check-every",
         type=click.IntRange(min=1),
@@ -250,6 +257,7 @@ def _executor(
     threads: int | None = None,
     rerun: bool = False,
     cg_check_every: int = 1,
+    cg_compile: bool = False,
 ):
     """The executor for --executor: LocalExecutor, or a started RayExecutor (so that a missing
     Ray or an unreachable cluster fails before any run), closed with the command."""
@@ -268,6 +276,7 @@ def _executor(
             threads=threads,
             rerun_before=_rerun_before(rerun),
             cg_check_every=cg_check_every,
+            cg_compiled=cg_compile,
         )
         return LocalExecutor(workers, execution, echo=click.echo)
     from .runner.ray_executor import RayClusterError, RayExecutor, RayUnavailableError
@@ -281,6 +290,7 @@ def _executor(
         threads=threads,
         rerun_before=_rerun_before(rerun),
         cg_check_every=cg_check_every,
+        cg_compiled=cg_compile,
     )
     executor = RayExecutor(execution, address, echo=click.echo, device=_device_name(device))
     try:
@@ -303,6 +313,7 @@ def _emit_slurm(
     ray: bool,
     threads: int | None = None,
     cg_check_every: int = 1,
+    cg_compile: bool = False,
 ) -> None:
     """Write the SLURM script and spec file for ``specs`` instead of running them."""
     from .runner.slurm import write_slurm
@@ -322,6 +333,7 @@ def _emit_slurm(
             device=_device_name(device),
             threads=threads,
             cg_check_every=cg_check_every,
+            cg_compiled=cg_compile,
         )
     except OSError as exc:
         raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -479,6 +491,7 @@ def run(
     threads: int | None,
     rerun: bool,
     cg_check_every: int,
+    cg_compile: bool,
     output_dir: Path,
     quiet: bool,
 ) -> None:
@@ -514,6 +527,7 @@ def run(
         threads=threads,
         rerun_before=_rerun_before(rerun),
         cg_check_every=cg_check_every,
+        cg_compiled=cg_compile,
     )
     for spec in specs:
         try:
@@ -591,6 +605,7 @@ def tune(
     threads: int | None,
     rerun: bool,
     cg_check_every: int,
+    cg_compile: bool,
     output_dir: Path,
     quiet: bool,
 ) -> None:
@@ -667,11 +682,21 @@ def tune(
             ray,
             threads=threads,
             cg_check_every=cg_check_every,
+            cg_compile=cg_compile,
         )
         return
     _preflight("tune", plan.search_specs(), data_dir, None)
     executor = _executor(
-        executor_kind, address, workers, device, data_dir, quiet, threads, rerun, cg_check_every
+        executor_kind,
+        address,
+        workers,
+        device,
+        data_dir,
+        quiet,
+        threads,
+        rerun,
+        cg_check_every,
+        cg_compile,
     )
     store = _store(output_dir)
     click.echo(f"search: {len(settings)} settings of {entry.name} on {prob.name}")
@@ -779,6 +804,7 @@ def leaderboard(
     threads: int | None,
     rerun: bool,
     cg_check_every: int,
+    cg_compile: bool,
 ) -> None:
     """Run a suite (resuming what exists) and regenerate its leaderboard report."""
     from .report.baselines import default_baselines_path
@@ -810,6 +836,7 @@ def leaderboard(
             ray,
             threads=threads,
             cg_check_every=cg_check_every,
+            cg_compile=cg_compile,
         )
         return
     specs = suite.runs + [s for plan in suite.tunings for s in plan.search_specs()]
@@ -821,7 +848,16 @@ def leaderboard(
     if workers is None:
         workers = min(suite.workers, _cores()) if local else 1
     executor = _executor(
-        executor_kind, address, workers, device, data_dir, quiet, threads, rerun, cg_check_every
+        executor_kind,
+        address,
+        workers,
+        device,
+        data_dir,
+        quiet,
+        threads,
+        rerun,
+        cg_check_every,
+        cg_compile,
     )
     store = _store(results)
     started = time.monotonic()
@@ -969,6 +1005,7 @@ def data_fetch(problems: tuple[str, ...], suite_name: str | None, data_dir: Path
     default=1,
     help="bdhf/hf: read CG's active-block mask every K iterations (as for run).",
 )
+@click.option("--cg-compile", is_flag=True, help="bdhf/hf: CG's compiled iteration (as for run).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def run_spec(
     specs_file: Path,
@@ -978,6 +1015,7 @@ def run_spec(
     data_dir: Path | None,
     threads: int | None,
     cg_check_every: int,
+    cg_compile: bool,
     quiet: bool,
 ) -> None:
     """Plumbing for SLURM array tasks: run spec INDEX of a spec file (skipped when finished,
@@ -995,6 +1033,7 @@ def run_spec(
         progress=not quiet,
         threads=threads,
         cg_check_every=cg_check_every,
+        cg_compiled=cg_compile,
     )
     try:
         out = run_until_done(spec, _store(output_dir), execution, echo=click.echo)

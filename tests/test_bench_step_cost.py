@@ -130,16 +130,16 @@ def test_commands_print_their_tables():
     assert sum(parts) == pytest.approx(step_ms, rel=0.02)
 
 
-def test_cg_check_every_reaches_the_optimizers_cg(monkeypatch):
+def test_cg_check_every_and_compile_reach_the_optimizers_cg(monkeypatch):
     seen = []
     real = hf_module.block_cg
 
     def spy(*args, **kwargs):
-        seen.append(kwargs["check_every"])
-        return real(*args, **kwargs)
+        seen.append((kwargs["check_every"], kwargs["compiled"]))
+        return real(*args, **{**kwargs, "compiled": False})  # the plumbing, not the compiler
 
     monkeypatch.setattr(hf_module, "block_cg", spy)
-    for every in (1, 5):
+    for every, compiled in ((1, False), (5, True)):
         seen.clear()
         step_cost.measure_step_cost(
             "mnist_mlp",
@@ -149,8 +149,9 @@ def test_cg_check_every_reaches_the_optimizers_cg(monkeypatch):
             steps=1,
             warmup=0,
             check_every=every,
+            compiled=compiled,
         )
-        assert seen and set(seen) == {every}
+        assert seen and set(seen) == {(every, compiled)}
 
 
 def test_product_equivalents_count_every_product():

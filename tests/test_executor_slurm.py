@@ -152,11 +152,12 @@ def test_an_array_task_runs_with_the_emitting_commands_threads_and_cg_check_ever
     grid.write_text("[grid]\ndamping = [0.1, 1.0]\n")
     script = tmp_path / "tune.sh"
     res = cli("tune", "-p", "tiny_mlp", "-o", "bdhf", "--grid", str(grid), "--steps", "2",
-              "--threads", "2", "--cg-check-every", "3",
+              "--threads", "2", "--cg-check-every", "3", "--cg-compile",
               "--output-dir", str(tmp_path / "results"), "-q",
               "--emit-slurm", str(script))  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "--threads 2 --cg-check-every 3 --quiet" in script.read_text().replace(" \\\n    ", " ")
+    text = script.read_text().replace(" \\\n    ", " ")
+    assert "--threads 2 --cg-check-every 3 --cg-compile --quiet" in text
     env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0", "PYTHON": sys.executable}
     env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
@@ -164,7 +165,8 @@ def test_an_array_task_runs_with_the_emitting_commands_threads_and_cg_check_ever
     (path,) = result_files(tmp_path / "results")
     env_record = load(path)["environment"]
     assert env_record["cg_check_every"] == 3 and env_record["threads"] == 2  # OMP says 1
+    assert env_record["cg_compiled"]
     # the default leaves the command as it was
     plain = tmp_path / "plain.sh"
     assert cli(*_tune_args(tmp_path), "--emit-slurm", str(plain)).exit_code == 0
-    assert "--cg-check-every" not in plain.read_text() and "--threads" not in plain.read_text()
+    assert not {"--cg-check-every", "--cg-compile", "--threads"} & set(plain.read_text().split())

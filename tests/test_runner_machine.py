@@ -197,13 +197,33 @@ def test_cg_check_every_changes_the_products_counted_not_the_run(tmp_path):
     assert bad.exit_code == 2 and "--cg-check-every" in bad.output
 
 
+def test_cg_compile_trains_the_same_run_to_rounding(tmp_path):
+    """``--cg-compile``: CG's compiled iteration gives the eager run's losses to rounding (its
+    reductions sum in another order), and the setting is recorded with the run."""
+    runs = {}
+    for flag in ([], ["--cg-compile"]):
+        out = tmp_path / str(len(flag))
+        res = cli("run", "-p", "tiny_mlp", "-o", "bdhf", "--steps", "6", "--eval-every", "3",
+                  *flag, "--output-dir", str(out), "-q")  # fmt: skip
+        assert res.exit_code == 0, res.output
+        runs[bool(flag)] = load(result_files(out)[0])
+    eager, compiled = runs[False], runs[True]
+    assert compiled["environment"]["cg_compiled"] and not eager["environment"]["cg_compiled"]
+    for key in ("train_losses", "minibatch_train_losses", "test_accuracies"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-3)
+    assert compiled["minibatch_train_losses"] != eager["minibatch_train_losses"]  # not bitwise
+    for key in ("curvature_products", "forward_passes", "backward_passes"):
+        assert compiled["evaluations"][-1][key] == eager["evaluations"][-1][key]
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_tune_passes_cg_check_every_to_every_run(tmp_path, workers):
     grid = tmp_path / "grid.toml"
     grid.write_text("[grid]\ndamping = [0.1, 1.0]\n")
     res = cli("tune", "-p", "tiny_mlp", "-o", "bdhf", "--grid", str(grid), "--steps", "2",
               "--final-seeds", "2", "--workers", workers, "--cg-check-every", "4",
-              "--output-dir", str(tmp_path / "out"), "-q")  # fmt: skip
+              "--cg-compile", "--output-dir", str(tmp_path / "out"), "-q")  # fmt: skip
     assert res.exit_code == 0, res.output
     envs = [load(p)["environment"] for p in result_files(tmp_path / "out")]
     assert len(envs) == 3 and {e["cg_check_every"] for e in envs} == {4}
+    assert {e["cg_compiled"] for e in envs} == {True}

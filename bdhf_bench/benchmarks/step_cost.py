@@ -97,11 +97,13 @@ def measure_step_cost(
     seed: int = 0,
     adam_repeats: int = 3,
     check_every: int = 1,
+    compiled: bool = False,
 ) -> list[StepCost]:
     """One row per optimizer (Adam first, added if missing), measured side by side.
 
     Each round steps every optimizer once on the round's batch (Adam ``adam_repeats`` times,
-    keeping the fastest); ``check_every`` is passed to the HF optimizers' CG.
+    keeping the fastest); ``check_every`` and ``compiled`` are passed to the HF optimizers' CG
+    (a compiled CG compiles in the warm-up steps).
     """
     problem = get_problem(problem_name)
     batch = batch_size or problem.batch_size
@@ -128,6 +130,7 @@ def measure_step_cost(
         opt = get_optimizer(name).build(model, dict(hps))
         if isinstance(opt, BlockDiagonalHF):
             opt.cg_check_every = check_every
+            opt.cg_compiled = compiled
         runs.append((name, model, opt, problem.l2_coefficients(model)))
     costs = [measure_cost(opt, closure(model, l2, *batches[0])) for _, model, opt, l2 in runs]
     times: list[list[float]] = [[] for _ in runs]
@@ -222,6 +225,11 @@ def format_rows(rows: Sequence[StepCost], batch_sizes: Mapping[str, int]) -> str
     show_default=True,
     help="CG reads its active-block mask every this many iterations (see block_cg).",
 )
+@click.option(
+    "--cg-compile",
+    is_flag=True,
+    help="CG's iteration as one compiled function (block_cg's compiled; the GPU path).",
+)
 @machine_options
 def command(
     problems: tuple[str, ...],
@@ -229,6 +237,7 @@ def command(
     warmup: int,
     batch_size: int | None,
     cg_check_every: int,
+    cg_compile: bool,
     device: torch.device,
     threads: int | None,
 ) -> None:
@@ -245,10 +254,12 @@ def command(
             steps=steps,
             warmup=warmup,
             check_every=cg_check_every,
+            compiled=cg_compile,
         )
     click.echo(
         f"{device}, {torch.get_num_threads()} threads, synthetic data, "
-        f"CG mask read every {cg_check_every} iteration(s)"
+        f"CG mask read every {cg_check_every} iteration(s), "
+        f"CG iteration {'compiled' if cg_compile else 'eager'}"
     )
     click.echo(format_rows(rows, sizes))
     click.echo(

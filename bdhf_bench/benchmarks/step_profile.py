@@ -64,8 +64,10 @@ def profile_steps(
     steps: int = 3,
     warmup: int = 1,
     seed: int = 0,
+    compiled: bool = False,
 ) -> dict[str, float]:
-    """Milliseconds per step by part, and per-step counts from the profiler."""
+    """Milliseconds per step by part, and per-step counts from the profiler (``compiled``:
+    CG's compiled iteration, compiled in the warm-up steps)."""
     problem = get_problem(problem_name)
     batch = problem.batch_size
     splits = problem_data(
@@ -77,6 +79,7 @@ def profile_steps(
         batches += batches
     model = seeded_model(problem, seed, device).train()
     opt = get_optimizer(optimizer).build(model, {})
+    opt.cg_compiled = compiled
     l2 = problem.l2_coefficients(model)
 
     def step(x: Any, y: Any) -> None:
@@ -172,12 +175,18 @@ def format_profile(rows: list[tuple[str, str, dict[str, float]]]) -> str:
 )
 @click.option("--steps", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option(
+    "--cg-compile",
+    is_flag=True,
+    help="CG's iteration as one compiled function (block_cg's compiled; the GPU path).",
+)
 @machine_options
 def command(
     problems: tuple[str, ...],
     optimizers: tuple[str, ...],
     steps: int,
     warmup: int,
+    cg_compile: bool,
     device: torch.device,
     threads: int | None,
 ) -> None:
@@ -185,10 +194,12 @@ def command(
     rows = []
     for name in problems or PROBLEMS[:3]:
         for opt in optimizers or ("bdhf", "hf"):
-            rows.append(
-                (name, opt, profile_steps(name, opt, device=device, steps=steps, warmup=warmup))
+            costs = profile_steps(
+                name, opt, device=device, steps=steps, warmup=warmup, compiled=cg_compile
             )
-    click.echo(f"{device}, {torch.get_num_threads()} threads, synthetic data")
+            rows.append((name, opt, costs))
+    cg = "compiled" if cg_compile else "eager"
+    click.echo(f"{device}, {torch.get_num_threads()} threads, synthetic data, CG iteration {cg}")
     click.echo(format_profile(rows))
     click.echo(
         "each part: ms per step and its share of the step; aten calls and host reads "

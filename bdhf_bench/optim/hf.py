@@ -270,6 +270,9 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         """CG reads its active-block mask every this many iterations (``block_cg``'s
         ``check_every``): how the step executes, not what it computes, so not a
         hyperparameter and not in ``state_dict``."""
+        self.cg_compiled = False
+        """CG runs each iteration's vector work as one compiled function (``block_cg``'s
+        ``compiled``, the GPU path): the same steps to rounding; not a hyperparameter."""
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -421,6 +424,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             preconditioner=precond,
             keep_iterates=hp["backtrack"],
             check_every=self.cg_check_every,
+            compiled=self.cg_compiled,
             matvec_damps=True,
             workspace=ws,
         )

@@ -56,6 +56,9 @@ class Execution:
     """The HF optimizers' CG reads which blocks still run back to the host every this many
     iterations (1: every one). The same steps; up to k-1 more products per block and step,
     which the cost counters include. For GPUs, where each read waits for the device."""
+    cg_compiled: bool = False
+    """The HF optimizers' CG runs each iteration's vector work as one compiled function (the
+    GPU path): the same steps to rounding, as a different thread count gives."""
     runs_at_once: int | None = 1
     """Runs sharing this machine by design (a pool's workers), recorded beside the seconds
     because another run's load slows this one; None where unknown (a Ray cluster)."""
@@ -174,6 +177,7 @@ class Trainer:
             raise RunInputError(f"{spec.optimizer} on {spec.problem}: {exc}") from None
         if hasattr(self.optimizer, "cg_check_every"):  # how it executes, not a hyperparameter
             self.optimizer.cg_check_every = self.ex.cg_check_every
+            self.optimizer.cg_compiled = self.ex.cg_compiled
         wd = problem.weight_decay if spec.weight_decay is None else spec.weight_decay
         self.l2 = problem.l2_coefficients(self.model, wd)
         if spec.batch_size > self.splits.sizes["train"]:
@@ -553,7 +557,10 @@ class Trainer:
                     "dtype": self.context["dtype"],
                     "runs_at_once": self.ex.runs_at_once,
                     **(
-                        {"cg_check_every": self.optimizer.cg_check_every}
+                        {
+                            "cg_check_every": self.optimizer.cg_check_every,
+                            "cg_compiled": self.optimizer.cg_compiled,
+                        }
                         if hasattr(self.optimizer, "cg_check_every")
                         else {}
                     ),

@@ -117,6 +117,7 @@ def slurm_script(
     device: str | None = None,
     threads: int | None = None,
     cg_check_every: int = 1,
+    cg_compiled: bool = False,
     job_name: str = "bdhf-bench",
     python: str | None = None,
     workdir: Path | None = None,
@@ -145,6 +146,8 @@ def slurm_script(
         command.append(f"--threads {int(threads)}")
     if cg_check_every != 1:
         command.append(f"--cg-check-every {int(cg_check_every)}")
+    if cg_compiled:
+        command.append("--cg-compile")
     command.append("--quiet")
     chunk = ""
     if n_runs > MAX_ARRAY + 1:
@@ -206,6 +209,7 @@ def write_slurm(
     device: str | None = None,
     threads: int | None = None,
     cg_check_every: int = 1,
+    cg_compiled: bool = False,
 ) -> tuple[Path, Path]:
     """Write the spec file, the logs folder and the script (each file atomically; the script
     last, so a script never points at a missing spec file). Returns (script, spec file)."""
@@ -220,6 +224,7 @@ def write_slurm(
         device=device,
         threads=threads,
         cg_check_every=cg_check_every,
+        cg_compiled=cg_compiled,
     )
     spec_path = spec_file_path(script)
     write_spec_file(spec_path, specs)

@@ -36,8 +36,12 @@ from .cg_rules import (
 )
 
 # One traced graph per (layout, dtype, device, preconditioned or not): a process that runs
-# several problems needs more than dynamo's default of 8 per function.
+# several problems needs more than dynamo's default of 8 per function (the setting's name
+# before torch 2.6 was cache_size_limit).
 _GRAPHS_PER_PROCESS = 64
+_LIMIT = (
+    "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+)
 
 
 def _segment_dots(a: Tensor, b: Tensor, sizes: Sequence[int]) -> Tensor:
@@ -104,5 +108,5 @@ def fused_iteration(*args, **kwargs):
     global _compiled
     if _compiled is None:
         _compiled = torch.compile(_iteration, fullgraph=True, dynamic=False)
-    with torch._dynamo.config.patch(recompile_limit=_GRAPHS_PER_PROCESS):
+    with torch._dynamo.config.patch(**{_LIMIT: _GRAPHS_PER_PROCESS}):
         return _compiled(*args, **kwargs)

@@ -13,6 +13,7 @@ from .losses import (
     OutputLoss,
     as_output_loss,
 )
+from .lstm_rop import lstm_recurrence
 from .workspace import Workspace
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "backtracking_schedule",
     "block_cg",
     "check_scheme",
+    "lstm_recurrence",
     "parse_groups",
     "partition",
 ]

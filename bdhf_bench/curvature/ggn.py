@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from .blocks import BlockLayout
 from .conv_rop import conv_jvp_friendly
 from .losses import OutputLoss, Outputs, as_output_loss, as_tuple, output_shapes_match
+from .lstm_rop import lstm_jvp_friendly
 
 
 class GGNContext:
@@ -83,11 +84,12 @@ class GGNContext:
         """Run the step's one curvature forward pass and wrap it.
 
         BatchNorm layers use the batch's statistics (the model's train/eval mode decides, as in
-        training) and their running statistics are left untouched. Convolutions are recorded
-        so that ``J v`` through them costs what it should (see ``conv_rop``).
+        training) and their running statistics are left untouched. Convolutions and LSTM
+        recurrences are recorded so that ``J v`` through them costs what it should (see
+        ``conv_rop`` and ``lstm_rop``).
         """
         params = list(model.parameters()) if params is None else list(params)
-        with frozen_buffers(model), conv_jvp_friendly(), torch.enable_grad():
+        with frozen_buffers(model), conv_jvp_friendly(), lstm_jvp_friendly(), torch.enable_grad():
             outputs = model(inputs)
         return cls(outputs, targets, params, loss, l2)
 

@@ -15,6 +15,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..curvature import lstm_recurrence
+
 
 class LSTMLayer(nn.Module):
     """One unidirectional LSTM layer over a batch-first sequence, ``nn.LSTM``'s gate layout."""
@@ -36,23 +38,10 @@ class LSTMLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x``: (N, T, input_size) -> hidden states (N, T, hidden_size)."""
-        n = x.shape[0]
         # Both biases join the input projection once, and the transpose is taken once: the
         # loop's cost is dispatch, not arithmetic, and the curvature products replay it.
         pre = torch.nn.functional.linear(x, self.weight_ih, self.bias_ih + self.bias_hh)
-        h = x.new_zeros(n, self.hidden_size)
-        c = x.new_zeros(n, self.hidden_size)
-        w_hh = self.weight_hh.t()
-        hs = []
-        # unbind, not pre[:, t]: each slice's backward would write a full-size zero tensor,
-        # O(T^2) work over a sequence; unbind's backward is one stack.
-        for pre_t in pre.unbind(1):
-            gates = torch.addmm(pre_t, h, w_hh)
-            i, f, g, o = gates.chunk(4, dim=1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
-            hs.append(h)
-        return torch.stack(hs, dim=1)
+        return lstm_recurrence(pre, self.weight_hh.t())
 
 
 class StackedLSTM(nn.Module):

@@ -5,7 +5,9 @@ devices; GGN products need one or the other. Each layer here is a matmul over al
 the input projection, then one small matmul and elementwise gates per step: only ``addmm``,
 ``sigmoid``, ``tanh`` and ``mul``, whose derivatives of every order exist on CPU and CUDA.
 Parameters and initialisation follow ``torch.nn.LSTM`` (one module per layer, so the default
-block partition puts each layer in its own block).
+block partition puts each layer in its own block). The recurrence is
+``curvature.lstm_recurrence``: these primitive operations everywhere except in the curvature
+pass, where it is one node whose backward and tangent passes are written out (``lstm_rop``).
 """
 
 from __future__ import annotations

@@ -268,56 +268,52 @@ def block_cg(
             )
             ry, phi, reason, iters, stopped_at = state
             phis.append(phi)
-            if i in schedule:
-                keep(i)
-            if i % check_every == 0 or i >= limit:
-                host_active = active.tolist()
-            continue
-        reason, step, alpha = step_length(dots(p, ap, host_active), ry, active, reason)
-        # The running blocks' vector updates, each a C++ loop over their segments (views);
-        # per element the same kernels as one addcmul_ per block, so the same bits.
-        # x += alpha p and r += alpha A p in one call.
-        on = [k for k, a in enumerate(host_active) if a]
-        alpha_v = alpha.to(dtype).unbind()
-        alpha_on = [alpha_v[k] for k in on]
-        ap_views = ap.split(sizes)
-        torch._foreach_addcmul_(
-            [xs[k] for k in on] + [rs[k] for k in on],
-            [ps[k] for k in on] + [ap_views[k] for k in on],
-            alpha_on + alpha_on,
-        )
-        if preconditioner is not None:
-            if len(on) == nb:
-                torch.div(r, preconditioner, out=y)
-            else:
-                m_views = preconditioner.split(sizes)
-                for k in on:
-                    torch.div(rs[k], m_views[k], out=ys[k])
-        ry_new = dots(r, y, host_active)
-        beta_v = direction_scale(step, ry, ry_new).to(dtype).unbind()
-        # p = beta p - y as two passes: a fused one (addcmul, add with alpha) rounds once, not
-        # twice, and would change CG's bits
-        p_on = [ps[k] for k in on]
-        torch._foreach_mul_(p_on, [beta_v[k] for k in on])
-        torch._foreach_sub_(p_on, [ys[k] for k in on])
-        phi, ry = advance_model(step, alpha, ry, ry_new, phi)
-        iters = iters + step.long()
-        phis.append(phi)
+        else:
+            reason, step, alpha = step_length(dots(p, ap, host_active), ry, active, reason)
+            # The running blocks' vector updates, each a C++ loop over their segments (views);
+            # per element the same kernels as one addcmul_ per block, so the same bits.
+            # x += alpha p and r += alpha A p in one call.
+            on = [k for k, a in enumerate(host_active) if a]
+            alpha_v = alpha.to(dtype).unbind()
+            alpha_on = [alpha_v[k] for k in on]
+            ap_views = ap.split(sizes)
+            torch._foreach_addcmul_(
+                [xs[k] for k in on] + [rs[k] for k in on],
+                [ps[k] for k in on] + [ap_views[k] for k in on],
+                alpha_on + alpha_on,
+            )
+            if preconditioner is not None:
+                if len(on) == nb:
+                    torch.div(r, preconditioner, out=y)
+                else:
+                    m_views = preconditioner.split(sizes)
+                    for k in on:
+                        torch.div(rs[k], m_views[k], out=ys[k])
+            ry_new = dots(r, y, host_active)
+            beta_v = direction_scale(step, ry, ry_new).to(dtype).unbind()
+            # p = beta p - y as two passes: a fused one (addcmul, add with alpha) rounds once, not
+            # twice, and would change CG's bits
+            p_on = [ps[k] for k in on]
+            torch._foreach_mul_(p_on, [beta_v[k] for k in on])
+            torch._foreach_sub_(p_on, [ys[k] for k in on])
+            phi, ry = advance_model(step, alpha, ry, ry_new, phi)
+            iters = iters + step.long()
+            phis.append(phi)
 
-        if i > k_gap and (min_t is not None or i >= min_its[0]):
-            slow = too_slow(phi, phis[i - k_gap], k_gap * tol_t)
-            if min_t is not None:
-                slow = slow & (min_t <= i)
-            reason = torch.where(step & slow, PROGRESS, reason)
-        solved = ry_new <= solved_at
-        reason = torch.where(step & solved & (reason == RUNNING), CONVERGED, reason)
-        if max_t is not None:
-            reason = torch.where((reason == RUNNING) & (max_t <= i), MAX_ITERS, reason)
-        elif i >= limit:
-            reason = torch.where(reason == RUNNING, MAX_ITERS, reason)
-        if tracked:
-            stopped_at = torch.where(active & (reason != RUNNING), i, stopped_at)
-        active = reason == RUNNING
+            if i > k_gap and (min_t is not None or i >= min_its[0]):
+                slow = too_slow(phi, phis[i - k_gap], k_gap * tol_t)
+                if min_t is not None:
+                    slow = slow & (min_t <= i)
+                reason = torch.where(step & slow, PROGRESS, reason)
+            solved = ry_new <= solved_at
+            reason = torch.where(step & solved & (reason == RUNNING), CONVERGED, reason)
+            if max_t is not None:
+                reason = torch.where((reason == RUNNING) & (max_t <= i), MAX_ITERS, reason)
+            elif i >= limit:
+                reason = torch.where(reason == RUNNING, MAX_ITERS, reason)
+            if tracked:
+                stopped_at = torch.where(active & (reason != RUNNING), i, stopped_at)
+            active = reason == RUNNING
         if i in schedule:
             keep(i)
         if not tracked or i % check_every == 0 or i >= limit:

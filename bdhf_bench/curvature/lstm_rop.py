@@ -7,8 +7,8 @@ operations, and ``J^T w`` replays the forward's: on a small curvature batch the 
 dispatch, not arithmetic (smnist_lstm: about 34k aten calls per HF step). Here the recurrence is
 one autograd node whose backward is backpropagation through time written with a few fused
 tensor operations per step, and whose backward's own derivative w.r.t. the output gradient is
-the recurrence's tangent (R-op) pass, likewise. Both reuse the gate activations saved by the
-forward pass.
+the recurrence's tangent (R-op) pass, likewise. Both reuse the local derivatives the forward
+pass saved (of the cell and hidden state w.r.t. each gate's input, and of h w.r.t. c).
 
 ``lstm_recurrence(pre, w_hh_t)`` computes the recurrence with primitive operations (every
 derivative of every order, on every device), except inside ``lstm_jvp_friendly()``, the
@@ -99,7 +99,7 @@ def _forward(pre: Tensor, w_hh_t: Tensor) -> tuple[Tensor, _Saved]:
         tanh_c = torch.tanh(c)
         h = o * tanh_c
         act = torch.cat([i, f, g, o], dim=1)
-        slope = act - act * act  # sigmoid' = s (1 - s); tanh' = 1 - g^2 for the g gate:
+        slope = act - act * act  # sigmoid' = s - s^2, and the g gate's tanh' = 1 - g^2
         slope[:, 2 * hidden : 3 * hidden] = 1 - g * g
         saved.local.append(torch.cat([g, c_prev, i, tanh_c], dim=1).mul_(slope))
         saved.forget.append(f)

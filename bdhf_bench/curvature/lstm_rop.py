@@ -40,19 +40,7 @@ def lstm_recurrence(pre: Tensor, w_hh_t: Tensor) -> Tensor:
     """
     if _FRIENDLY.get() and torch.is_grad_enabled():
         return _Recurrence.apply(pre, w_hh_t)
-    n, hidden = pre.shape[0], w_hh_t.shape[0]
-    h = pre.new_zeros(n, hidden)
-    c = pre.new_zeros(n, hidden)
-    hs = []
-    # unbind, not pre[:, t]: each slice's backward would write a full-size zero tensor,
-    # O(T^2) work over a sequence; unbind's backward is one stack.
-    for pre_t in pre.unbind(1):
-        gates = torch.addmm(pre_t, h, w_hh_t)
-        i, f, g, o = gates.chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        hs.append(h)
-    return torch.stack(hs, dim=1)
+    return _forward(pre, w_hh_t, None)
 
 
 @contextlib.contextmanager
@@ -80,32 +68,40 @@ class _Saved:
         # what the passes multiply (dc, dc, dc, dh) by
         self.local: list[Tensor] = []
 
+    def keep(self, h_prev: Tensor, c_prev: Tensor, gates: tuple[Tensor, ...], tanh_c: Tensor):
+        """One step's local derivatives, from its inputs and activated gates (i, f, g, o)."""
+        i, f, g, o = gates
+        hidden = g.shape[1]
+        act = torch.cat([i, f, g, o], dim=1)
+        slope = act - act * act  # sigmoid' = s - s^2, and the g gate's tanh' = 1 - g^2
+        slope[:, 2 * hidden : 3 * hidden] = 1 - g * g
+        self.h_prev.append(h_prev)
+        self.local.append(torch.cat([g, c_prev, i, tanh_c], dim=1).mul_(slope))
+        self.forget.append(f)
+        self.out_slope.append(o * (1 - tanh_c * tanh_c))
 
-def _forward(pre: Tensor, w_hh_t: Tensor) -> tuple[Tensor, _Saved]:
-    """The recurrence (the same operations as the primitive loop, so the same bits), keeping
-    the local derivatives."""
+
+def _forward(pre: Tensor, w_hh_t: Tensor, saved: _Saved | None) -> Tensor:
+    """The recurrence with primitive operations (every derivative of every order, on every
+    device), keeping each step's local derivatives in ``saved`` when given."""
     n, hidden = pre.shape[0], w_hh_t.shape[0]
-    saved = _Saved(w_hh_t)
     h = pre.new_zeros(n, hidden)
     c = pre.new_zeros(n, hidden)
     hs = []
+    # unbind, not pre[:, t]: each slice's backward would write a full-size zero tensor,
+    # O(T^2) work over a sequence; unbind's backward is one stack.
     for pre_t in pre.unbind(1):
         gates = torch.addmm(pre_t, h, w_hh_t)
         i, f, g, o = gates.chunk(4, dim=1)
         i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-        saved.h_prev.append(h)
-        c_prev = c
+        h_prev, c_prev = h, c
         c = f * c + i * g
         tanh_c = torch.tanh(c)
         h = o * tanh_c
-        act = torch.cat([i, f, g, o], dim=1)
-        slope = act - act * act  # sigmoid' = s - s^2, and the g gate's tanh' = 1 - g^2
-        slope[:, 2 * hidden : 3 * hidden] = 1 - g * g
-        saved.local.append(torch.cat([g, c_prev, i, tanh_c], dim=1).mul_(slope))
-        saved.forget.append(f)
-        saved.out_slope.append(o * (1 - tanh_c * tanh_c))
         hs.append(h)
-    return torch.stack(hs, dim=1), saved
+        if saved is not None:
+            saved.keep(h_prev, c_prev, (i, f, g, o), tanh_c)
+    return torch.stack(hs, dim=1)
 
 
 def _backward(grad_hs: Tensor, saved: _Saved, weight_grad: bool) -> tuple[Tensor, Tensor | None]:
@@ -189,7 +185,8 @@ class _TransposedJacobian(torch.autograd.Function):
 class _Recurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pre, w_hh_t):  # type: ignore[override]
-        hs, saved = _forward(pre.detach(), w_hh_t.detach())
+        saved = _Saved(w_hh_t.detach())
+        hs = _forward(pre.detach(), saved.w_hh_t, saved)
         ctx.saved = saved
         ctx.w_node = get_gradient_edge(w_hh_t).node if w_hh_t.requires_grad else None
         return hs

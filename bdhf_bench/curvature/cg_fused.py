@@ -36,12 +36,8 @@ from .cg_rules import (
 )
 
 # One traced graph per (layout, dtype, device, preconditioned or not): a process that runs
-# several problems needs more than dynamo's default of 8 per function (the setting's name
-# before torch 2.6 was cache_size_limit).
+# several problems needs more than dynamo's default of 8 per function.
 _GRAPHS_PER_PROCESS = 64
-_LIMIT = (
-    "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
-)
 
 
 def _segment_dots(a: Tensor, b: Tensor, sizes: Sequence[int]) -> Tensor:
@@ -108,5 +104,7 @@ def fused_iteration(*args, **kwargs):
     global _compiled
     if _compiled is None:
         _compiled = torch.compile(_iteration, fullgraph=True, dynamic=False)
-    with torch._dynamo.config.patch(**{_LIMIT: _GRAPHS_PER_PROCESS}):
+    config = torch._dynamo.config  # imported here, not with bdhf_bench: about a second
+    limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    with config.patch(**{limit: _GRAPHS_PER_PROCESS}):  # cache_size_limit before torch 2.6
         return _compiled(*args, **kwargs)

@@ -6,10 +6,12 @@ what was wrong and what is valid.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -157,39 +159,64 @@ def _data_dir_option(func):
     )(func)
 
 
+@dataclass(frozen=True)
+class _Machine:
+    """How this command's runs execute here (--threads, --rerun, --cg-check-every,
+    --cg-compile): part of no run's identity."""
+
+    threads: int | None = None
+    rerun: bool = False
+    cg_check_every: int = 1
+    cg_compile: bool = False
+
+    def execution(self, device: torch.device, data_dir: Path | None, progress: bool):
+        """The runner's ``Execution`` on ``device`` with these settings."""
+        from .runner import Execution
+
+        return Execution(
+            device=device,
+            data_dir=data_dir,
+            progress=progress,
+            threads=self.threads,
+            rerun_before=time.time() if self.rerun else None,
+            cg_check_every=self.cg_check_every,
+            cg_compiled=self.cg_compile,
+        )
+
+
 def _machine_options(func):
     """--threads, --cg-check-every, --cg-compile and --rerun, shared by ``run``, ``tune`` and
-    ``leaderboard``."""
-    func = click.option(
+    ``leaderboard``, which receive them as one ``machine: _Machine``."""
+
+    @functools.wraps(func)
+    def command(*args, threads, rerun, cg_check_every, cg_compile, **kwargs):
+        machine = _Machine(threads, rerun, cg_check_every, cg_compile)
+        return func(*args, machine=machine, **kwargs)
+
+    command = click.option(
         "--cg-compile",
         is_flag=True,
         help="bdhf/hf: run each CG iteration's vector work as one compiled function (the same "
         "steps to rounding; compiles once per run). For GPUs, where each small kernel is a launch.",
-    )(func)
-    func = click.option(
+    )(command)
+    command = click.option(
         "--cg-check-every",
         type=click.IntRange(min=1),
         default=1,
         show_default=True,
         help="bdhf/hf: read CG's active-block mask every K iterations (the same steps; up to "
         "K-1 more products per block, counted). For GPUs, where each read waits for the device.",
-    )(func)
-    func = click.option(
+    )(command)
+    command = click.option(
         "--rerun",
         is_flag=True,
         help="Redo runs finished before this command instead of reusing their results.",
-    )(func)
+    )(command)
     return click.option(
         "--threads",
         type=click.IntRange(min=1),
         help="torch threads per run (default: torch's; 1 per worker with --workers > 1).",
-    )(func)
-
-
-def _rerun_before(rerun: bool) -> float | None:
-    import time
-
-    return time.time() if rerun else None
+    )(command)
 
 
 def _preflight(
@@ -254,44 +281,22 @@ def _executor(
     device: str | None,
     data_dir,
     quiet: bool,
-    threads: int | None = None,
-    rerun: bool = False,
-    cg_check_every: int = 1,
-    cg_compile: bool = False,
+    machine: _Machine,
 ):
     """The executor for --executor: LocalExecutor, or a started RayExecutor (so that a missing
     Ray or an unreachable cluster fails before any run), closed with the command."""
-    from .runner import Execution
-
     if kind == "local":
         from .runner.executors import LocalExecutor
 
         if address is not None:
             raise BadInput("--address is for --executor ray")
-        progress = not quiet and workers == 1
-        execution = Execution(
-            device=_device(device),
-            data_dir=data_dir,
-            progress=progress,
-            threads=threads,
-            rerun_before=_rerun_before(rerun),
-            cg_check_every=cg_check_every,
-            cg_compiled=cg_compile,
-        )
+        execution = machine.execution(_device(device), data_dir, not quiet and workers == 1)
         return LocalExecutor(workers, execution, echo=click.echo)
     from .runner.ray_executor import RayClusterError, RayExecutor, RayUnavailableError
 
     if workers != 1:
         raise BadInput("--workers is for --executor local; Ray runs as many as the cluster fits")
-    execution = Execution(
-        device=torch.device("cpu"),
-        data_dir=data_dir,
-        progress=False,
-        threads=threads,
-        rerun_before=_rerun_before(rerun),
-        cg_check_every=cg_check_every,
-        cg_compiled=cg_compile,
-    )
+    execution = machine.execution(torch.device("cpu"), data_dir, progress=False)
     executor = RayExecutor(execution, address, echo=click.echo, device=_device_name(device))
     try:
         executor.start()
@@ -311,9 +316,7 @@ def _emit_slurm(
     title: str,
     then: str,
     ray: bool,
-    threads: int | None = None,
-    cg_check_every: int = 1,
-    cg_compile: bool = False,
+    machine: _Machine,
 ) -> None:
     """Write the SLURM script and spec file for ``specs`` instead of running them."""
     from .runner.slurm import write_slurm
@@ -331,9 +334,9 @@ def _emit_slurm(
             then=then,
             data_dir=data_dir,
             device=_device_name(device),
-            threads=threads,
-            cg_check_every=cg_check_every,
-            cg_compiled=cg_compile,
+            threads=machine.threads,
+            cg_check_every=machine.cg_check_every,
+            cg_compiled=machine.cg_compile,
         )
     except OSError as exc:
         raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -488,15 +491,12 @@ def run(
     device: str | None,
     data: str,
     data_dir: Path | None,
-    threads: int | None,
-    rerun: bool,
-    cg_check_every: int,
-    cg_compile: bool,
+    machine: _Machine,
     output_dir: Path,
     quiet: bool,
 ) -> None:
     """Train one optimizer on one problem, one run per seed; results as DeepOBS JSON."""
-    from .runner import Execution, RunSpec, run_one
+    from .runner import RunSpec, run_one
     from .runner.run import OtherContextError
 
     prob = _problem(problem)
@@ -520,15 +520,7 @@ def run(
     ]
     _preflight("run", specs, data_dir, None)
     store = _store(output_dir)
-    execution = Execution(
-        device=dev,
-        data_dir=data_dir,
-        progress=not quiet,
-        threads=threads,
-        rerun_before=_rerun_before(rerun),
-        cg_check_every=cg_check_every,
-        cg_compiled=cg_compile,
-    )
+    execution = machine.execution(dev, data_dir, progress=not quiet)
     for spec in specs:
         try:
             out = run_one(spec, store, execution)
@@ -602,10 +594,7 @@ def tune(
     device: str | None,
     data: str,
     data_dir: Path | None,
-    threads: int | None,
-    rerun: bool,
-    cg_check_every: int,
-    cg_compile: bool,
+    machine: _Machine,
     output_dir: Path,
     quiet: bool,
 ) -> None:
@@ -680,9 +669,7 @@ def tune(
             title,
             then,
             ray,
-            threads=threads,
-            cg_check_every=cg_check_every,
-            cg_compile=cg_compile,
+            machine,
         )
         return
     _preflight("tune", plan.search_specs(), data_dir, None)
@@ -693,10 +680,7 @@ def tune(
         device,
         data_dir,
         quiet,
-        threads,
-        rerun,
-        cg_check_every,
-        cg_compile,
+        machine,
     )
     store = _store(output_dir)
     click.echo(f"search: {len(settings)} settings of {entry.name} on {prob.name}")
@@ -801,10 +785,7 @@ def leaderboard(
     results: Path | None,
     out: Path | None,
     quiet: bool,
-    threads: int | None,
-    rerun: bool,
-    cg_check_every: int,
-    cg_compile: bool,
+    machine: _Machine,
 ) -> None:
     """Run a suite (resuming what exists) and regenerate its leaderboard report."""
     from .report.baselines import default_baselines_path
@@ -834,9 +815,7 @@ def leaderboard(
             title,
             then,
             ray,
-            threads=threads,
-            cg_check_every=cg_check_every,
-            cg_compile=cg_compile,
+            machine,
         )
         return
     specs = suite.runs + [s for plan in suite.tunings for s in plan.search_specs()]
@@ -854,10 +833,7 @@ def leaderboard(
         device,
         data_dir,
         quiet,
-        threads,
-        rerun,
-        cg_check_every,
-        cg_compile,
+        machine,
     )
     store = _store(results)
     started = time.monotonic()
@@ -1020,21 +996,14 @@ def run_spec(
 ) -> None:
     """Plumbing for SLURM array tasks: run spec INDEX of a spec file (skipped when finished,
     resumed from its checkpoint, waited for while another process holds it)."""
-    from .runner import Execution
     from .runner.slurm import SpecFileError, load_spec, run_until_done
 
     try:
         spec = load_spec(specs_file, index)
     except SpecFileError as exc:
         raise BadInput(str(exc)) from None
-    execution = Execution(
-        device=_device(device),
-        data_dir=data_dir,
-        progress=not quiet,
-        threads=threads,
-        cg_check_every=cg_check_every,
-        cg_compiled=cg_compile,
-    )
+    machine = _Machine(threads=threads, cg_check_every=cg_check_every, cg_compile=cg_compile)
+    execution = machine.execution(_device(device), data_dir, progress=not quiet)
     try:
         out = run_until_done(spec, _store(output_dir), execution, echo=click.echo)
     except (MissingDataError, CorruptDataError, RunInputError) as exc:

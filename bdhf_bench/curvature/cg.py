@@ -241,6 +241,7 @@ def block_cg(
             [(j, k, j > k) for j, k in enumerate(gaps, start=1)], dtype=torch.long, device=dev
         )
         precond = None if preconditioner is None else (preconditioner, y)
+        segments = tuple(sizes)  # a constant of the traced graph
         # before the progress window opens the rule is off and prev is never read; a tensor of
         # its own (not phi itself) keeps the inputs unaliased, so one graph serves every i
         no_prev = torch.zeros(nb, dtype=torch.float64, device=dev)
@@ -264,7 +265,7 @@ def block_cg(
             prev = phis[i - k_gap] if i > k_gap else no_prev
             state = (ry, phi, reason, iters, stopped_at)
             state, active = fused_iteration(
-                x, r, p, ap, precond, state, prev, clock[i - 1], limits, tuple(sizes)
+                x, r, p, ap, precond, state, prev, clock[i - 1], limits, segments
             )
             ry, phi, reason, iters, stopped_at = state
             phis.append(phi)

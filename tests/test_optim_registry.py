@@ -65,7 +65,9 @@ def test_resolve_types_and_checks():
 
 
 def test_unknown_optimizer_suggests_close_names():
-    with pytest.raises(ValueError, match=r"unknown optimizer 'adma' \(did you mean adam\?\)"):
+    with pytest.raises(
+        ValueError, match=r"unknown optimizer 'adma' \(did you mean adam, sfadamw\?\)"
+    ):
         get_optimizer("adma")
 
 

@@ -35,7 +35,7 @@ import click
 import torch
 
 from ..data import train_stream
-from ..optim import BlockDiagonalHF, ModelClosure, get_optimizer
+from ..optim import ModelClosure, get_optimizer
 from ..problems import get_problem, seeded_model
 from ..runner.cost import measure_cost
 from ..runner.loop import problem_data
@@ -125,14 +125,26 @@ def measure_step_cost(
         return ModelClosure(model, problem.loss, inputs, targets, l2)
 
     runs = []
+    costs = []
     for name, hps in optimizers:
         model = seeded_model(problem, seed, device).train()
-        opt = get_optimizer(name).build(model, dict(hps))
-        if isinstance(opt, BlockDiagonalHF):
-            opt.cg_check_every = check_every
-            opt.cg_compiled = compiled
-        runs.append((name, model, opt, problem.l2_coefficients(model)))
-    costs = [measure_cost(opt, closure(model, l2, *batches[0])) for _, model, opt, l2 in runs]
+        entry = get_optimizer(name)
+        resolved = entry.resolve(hps)
+        execution = {"cg_check_every": check_every, "cg_compiled": compiled}
+        opt = entry.build(model, resolved, **execution)
+        l2 = problem.l2_coefficients(model)
+        runs.append((name, model, entry.driver(opt), l2))
+        costs.append(
+            measure_cost(
+                entry,
+                resolved,
+                opt,
+                model,
+                lambda m, x, y, l2=l2: closure(m, l2, x, y),
+                batches[: entry.period(resolved)],
+                execution,
+            )
+        )
     times: list[list[float]] = [[] for _ in runs]
     prod: list[float] = [0.0 for _ in runs]
     cg_vec: list[float] = [0.0 for _ in runs]
@@ -140,7 +152,7 @@ def measure_step_cost(
     prod_geq: list[float] = [0.0 for _ in runs]
     iters: list[float] = [0.0 for _ in runs]
     for i, (x, y) in enumerate(batches):
-        for k, (name, model, opt, l2) in enumerate(runs):
+        for k, (name, model, driver, l2) in enumerate(runs):
             # Adam's step is short and the machine shared: its round is the fastest of a few
             elapsed = math.inf
             for _ in range(adam_repeats if name == "adam" else 1):
@@ -149,7 +161,7 @@ def measure_step_cost(
                 with timer.active():
                     synchronize(device)
                     start = time.perf_counter()
-                    opt.step(c)
+                    driver.step(c)
                     synchronize(device)
                     elapsed = min(elapsed, time.perf_counter() - start)
             if i < warmup:
@@ -157,14 +169,12 @@ def measure_step_cost(
             times[k].append(elapsed)
             prod[k] += timer.seconds["products"]
             cg_vec[k] += timer.seconds["CG vectors"]
-            per_block, full = [0] * len(costs[k].block_products), 0
-            if isinstance(opt, BlockDiagonalHF):
-                per_block, full = opt.last_step.block_products, opt.last_step.full_products
-                iters[k] += max(opt.last_step.cg_iterations, default=0)
+            products = driver.products()
+            iters[k] += products.iterations
             geq[k] += costs[k].gradient_equivalents(
-                c.counts.forward, c.counts.backward, per_block, full
+                c.counts.forward, c.counts.backward, products.block, products.full, 1
             )
-            prod_geq[k] += costs[k].gradient_equivalents(0.0, 0.0, per_block, full)
+            prod_geq[k] += costs[k].gradient_equivalents(0.0, 0.0, products.block, products.full, 0)
     names = [name for name, *_ in runs]
     adam = times[names.index("adam")]
     rows = []

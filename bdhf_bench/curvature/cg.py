@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from .blocks import BlockLayout
 from .cg_fused import fused_iteration
@@ -157,8 +158,12 @@ def block_cg(
             (``cg_fused``): a few fused kernels where the eager loop launches some forty, for
             GPUs. The same decisions by the same rules (``cg_rules``), but its reductions
             round in their own order, so x and phi match the eager loop to rounding, not
-            bitwise; the first call per layout compiles (seconds to tens of seconds).
+            bitwise; the first call per layout compiles (seconds to tens of seconds). Under
+            a Python dispatch mode (FLOP counting, debug modes), which torch.compile does not
+            trace, the iteration runs eager.
     """
+    if compiled and _get_current_dispatch_mode() is not None:
+        compiled = False
     if b.shape != (layout.numel,):
         raise ValueError(f"right-hand side of shape {tuple(b.shape)}, expected ({layout.numel},)")
     if check_every < 1:

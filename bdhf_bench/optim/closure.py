@@ -148,15 +148,17 @@ class ModelClosure:
                 value = value + 0.5 * c * p.square().sum()
         return value
 
-    def __call__(self) -> Tensor:
-        """Zero the gradients, forward and backward on the mini-batch; the loss (with L2)."""
+    def __call__(self, create_graph: bool = False) -> Tensor:
+        """Zero the gradients, forward and backward on the mini-batch; the loss (with L2).
+        ``create_graph`` keeps the backward's graph, for methods that differentiate the
+        gradient again (Hessian-vector products inside their step)."""
         for p in self.params:
             p.grad = None
         self._rng["batch"] = _RNGSnapshot(self.device)
         with torch.enable_grad(), self._tape.recording(self.batch_size):
             outputs = self.model(self.inputs)
             value = self.objective(outputs, self.targets)
-            value.backward()
+            value.backward(create_graph=create_graph)
         self.outputs = outputs
         self.counts.forward += 1.0
         self.counts.backward += 1.0

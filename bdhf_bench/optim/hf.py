@@ -195,6 +195,9 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         rescale: scale the combined step to the full-GGN minimiser along it (step 4); off:
             the plain block step, and rho against the block-diagonal model.
         damping_boost, damping_drop: lambda's factors for rho < 1/4 and rho > 3/4.
+        cg_check_every, cg_compiled: how CG executes (``block_cg``'s ``check_every`` and
+            ``compiled``), like torch.optim's ``foreach``: the same steps, so not
+            hyperparameters and not in ``state_dict``.
     """
 
     single_block = False
@@ -222,7 +225,11 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         rescale: bool = True,
         damping_boost: float = 1.5,
         damping_drop: float = 2.0 / 3.0,
+        cg_check_every: int = 1,
+        cg_compiled: bool = False,
     ) -> None:
+        if int(cg_check_every) < 1:
+            raise ValueError(f"invalid cg_check_every={cg_check_every!r}: must be >= 1")
         defaults = {
             "curvature_fraction": float(curvature_fraction),
             "damping": float(damping),
@@ -266,11 +273,11 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         self._settings_seen: tuple[Any, ...] = ()
         # the step's vectors (gradient, CG's, kept iterates), reused from step to step; not state
         self._workspace = Workspace()
-        self.cg_check_every = 1
+        self.cg_check_every = int(cg_check_every)
         """CG reads its active-block mask every this many iterations (``block_cg``'s
         ``check_every``): how the step executes, not what it computes, so not a
         hyperparameter and not in ``state_dict``."""
-        self.cg_compiled = False
+        self.cg_compiled = bool(cg_compiled)
         """CG runs each iteration's vector work as one compiled function (``block_cg``'s
         ``compiled``, the GPU path): the same steps to rounding; not a hyperparameter."""
 

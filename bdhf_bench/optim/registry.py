@@ -2,28 +2,31 @@
 
 An ``OptimizerEntry`` is plain data. The runner needs nothing else to build, tune and drive an
 optimizer: ``entry.resolve(overrides)`` types and checks hyperparameters against the schema,
-``entry.build(model, hps)`` makes the optimizer, ``entry.grid`` is the default tuning grid and
+``entry.build(model, hps)`` makes the optimizer, ``entry.grid`` is the default tuning grid,
 ``entry.step_protocol`` says what ``step`` takes (every entry here takes a ``ModelClosure``,
-which is also a plain torch closure).
+which is also a plain torch closure) and ``entry.driver`` how a training loop drives it
+(``protocol.StepDriver``). ``entry.refresh_period`` names the hyperparameter that sets how
+often a method refreshes its curvature, so its cost is measured over a whole period.
 
-Built in: ``bdhf``, ``hf``, and DeepOBS's baselines ``adam``, ``sgd``, ``momentum`` (36
-log-spaced learning rates in [1e-5, 1e2]; momentum 0.99). Third-party packages add entries
-through the entry-point group ``bdhf_bench.optimizers``.
+Built in: ``bdhf``, ``hf``, DeepOBS's baselines ``adam``, ``sgd``, ``momentum`` (36 log-spaced
+learning rates in [1e-5, 1e2]; momentum 0.99), and the curvature methods of ``peers``.
+Third-party packages add entries through the entry-point group ``bdhf_bench.optimizers``.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..curvature import check_scheme, partition
 from ..plugins import load_entry_points, unknown_name_message
+from .entry import (
+    DEEPOBS_LR_GRID,
+    HyperParameter,
+    OptimizerEntry,
+)
 from .hf import (
     DAMPING_MODES,
     DAMPING_RANGE,
@@ -32,145 +35,8 @@ from .hf import (
     HessianFree,
     param_groups_from_blocks,
 )
-
-STEP_PROTOCOLS = ("closure", "model_closure")
-"""``closure``: step(closure) calls closure() (forward + backward) like any torch optimizer;
-``model_closure``: step needs a ``ModelClosure`` (curvature and extra evaluations)."""
-
-DEEPOBS_LR_GRID = [float(f"{v:.6g}") for v in np.logspace(-5, 2, 36)]
-"""DeepOBS's learning-rate grid: 36 log-spaced values in [1e-5, 1e2]."""
-
-
-@dataclass(frozen=True)
-class HyperParameter:
-    """One hyperparameter: its type, default and valid range."""
-
-    type: type
-    default: Any
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    """Whether ``low`` itself is excluded."""
-    choices: tuple[Any, ...] | None = None
-    log: bool = False
-    """Sample on a log scale in random search."""
-    help: str = ""
-    parse: Callable[[Any], Any] | None = None
-    """For values a fixed list of choices cannot describe (a block scheme of globs): returns
-    the value in canonical form, so equal settings are equal runs, or raises ValueError with
-    a one-line reason."""
-
-    def valid_range(self) -> str:
-        if self.choices is not None:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
-        if self.type is bool:
-            return "true or false"
-        lo = "(" if self.low_open or self.low is None else "["
-        hi = ")" if self.high is None else "]"
-        low = "-inf" if self.low is None else f"{self.low:g}"
-        high = "inf" if self.high is None else f"{self.high:g}"
-        article = "an" if self.type is int else "a"
-        return f"{article} {self.type.__name__} in {lo}{low}, {high}{hi}"
-
-    def coerce(self, name: str, value: Any) -> Any:
-        """The value as this type (strings are parsed), or ValueError naming the valid range."""
-        try:
-            if self.type is bool:
-                if isinstance(value, str):
-                    low = value.strip().lower()
-                    if low not in ("true", "false", "1", "0", "yes", "no"):
-                        raise ValueError
-                    value = low in ("true", "1", "yes")
-                elif not isinstance(value, (bool, int)):
-                    raise ValueError
-                value = bool(value)
-            elif self.type is int:
-                if isinstance(value, bool):
-                    raise ValueError
-                if isinstance(value, str):
-                    value = value.strip()
-                as_float = float(value)
-                if not as_float.is_integer():
-                    raise ValueError
-                value = int(as_float)
-            elif self.type is float:
-                if isinstance(value, bool):
-                    raise ValueError
-                value = float(value)
-            else:
-                value = self.type(value)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"hyperparameter {name}={value!r} is not valid: must be {self.valid_range()}"
-            ) from None
-        self.check(name, value)
-        return self.parse(value) if self.parse is not None else value
-
-    def check(self, name: str, value: Any) -> None:
-        if self.parse is not None:
-            try:
-                self.parse(value)
-            except ValueError as exc:
-                raise ValueError(f"hyperparameter {name}={value!r} is not valid: {exc}") from None
-        bad = False
-        if self.choices is not None:
-            bad = value not in self.choices
-        elif self.type in (int, float):
-            bad = not math.isfinite(value)
-            if self.low is not None:
-                bad = bad or value < self.low or (self.low_open and value == self.low)
-            if self.high is not None:
-                bad = bad or value > self.high
-        if bad:
-            raise ValueError(
-                f"hyperparameter {name}={value!r} is out of range: must be {self.valid_range()}"
-            )
-
-
-@dataclass(frozen=True)
-class OptimizerEntry:
-    """A registered optimizer."""
-
-    name: str
-    description: str
-    optimizer_class: type
-    hyperparameters: Mapping[str, HyperParameter]
-    build_fn: Callable[[nn.Module, dict[str, Any]], torch.optim.Optimizer]
-    grid: Mapping[str, list[Any]] = field(default_factory=dict)
-    step_protocol: str = "model_closure"
-
-    def __post_init__(self) -> None:
-        if self.step_protocol not in STEP_PROTOCOLS:
-            raise ValueError(f"step_protocol must be one of {STEP_PROTOCOLS}")
-        for key, values in self.grid.items():
-            if key not in self.hyperparameters:
-                raise ValueError(f"{self.name}: grid names unknown hyperparameter {key!r}")
-            for v in values:
-                self.hyperparameters[key].check(key, v)
-
-    def schema(self) -> dict[str, dict[str, Any]]:
-        """DeepOBS's form: ``{name: {"type": type, "default": value}}``."""
-        return {k: {"type": h.type, "default": h.default} for k, h in self.hyperparameters.items()}
-
-    def resolve(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults updated by ``overrides`` (strings are parsed), typed and range-checked."""
-        overrides = dict(overrides or {})
-        unknown = [k for k in overrides if k not in self.hyperparameters]
-        if unknown:
-            raise ValueError(
-                unknown_name_message(
-                    f"hyperparameter of {self.name}", unknown[0], self.hyperparameters
-                )
-            )
-        out = {}
-        for k, h in self.hyperparameters.items():
-            out[k] = h.coerce(k, overrides[k]) if k in overrides else h.default
-        return out
-
-    def build(self, model: nn.Module, hyperparameters: Mapping[str, Any] | None = None):
-        """The optimizer for ``model`` with resolved hyperparameters."""
-        return self.build_fn(model, self.resolve(hyperparameters))
-
+from .peers import peer_entries
+from .protocol import HessianFreeDriver
 
 # -- built-in entries ---------------------------------------------------------------------------
 
@@ -229,14 +95,17 @@ _HF_KEYS = (
 )
 
 
-def _bdhf(model: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
+def _bdhf(model: nn.Module, hp: dict[str, Any], **execution: Any) -> torch.optim.Optimizer:
     groups = param_groups_from_blocks(partition(model, hp["blocks"]))
     kwargs = {k: hp[k] for k in _HF_KEYS}
-    return BlockDiagonalHF(groups, damping_mode=hp["damping_mode"], **kwargs)
+    return BlockDiagonalHF(groups, damping_mode=hp["damping_mode"], **kwargs, **execution)
 
 
-def _hf(model: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
-    return HessianFree(model.parameters(), **{k: hp[k] for k in _HF_KEYS})
+def _hf(model: nn.Module, hp: dict[str, Any], **execution: Any) -> torch.optim.Optimizer:
+    return HessianFree(model.parameters(), **{k: hp[k] for k in _HF_KEYS}, **execution)
+
+
+_HF_EXECUTION = ("cg_check_every", "cg_compiled")
 
 
 _HF_GRID = {"damping": [0.1, 1.0, 10.0], "curvature_fraction": [0.125, 0.25]}
@@ -260,6 +129,8 @@ BUILTIN = (
         },
         _bdhf,
         grid=_HF_GRID,
+        driver=HessianFreeDriver,
+        execution_options=_HF_EXECUTION,
     ),
     OptimizerEntry(
         "hf",
@@ -272,6 +143,8 @@ BUILTIN = (
         },
         _hf,
         grid=_HF_GRID,
+        driver=HessianFreeDriver,
+        execution_options=_HF_EXECUTION,
     ),
     OptimizerEntry(
         "adam",
@@ -311,7 +184,7 @@ BUILTIN = (
     ),
 )
 
-_REGISTRY: dict[str, OptimizerEntry] = {e.name: e for e in BUILTIN}
+_REGISTRY: dict[str, OptimizerEntry] = {e.name: e for e in (*BUILTIN, *peer_entries())}
 _plugins_loaded = False
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..data import load_splits, train_stream
-from ..optim import BlockDiagonalHF, ModelClosure, get_optimizer
+from ..optim import ModelClosure, get_optimizer
 from ..problems import Problem, get_problem, seeded_model
 from .context import DEFAULT_DATA_DIR, describe, run_context, synthetic_sizes
 from .cost import CostModel, measure_cost
@@ -65,6 +65,11 @@ class Execution:
     rerun_before: float | None = None
     """Redo finished runs whose result was written before this time (``time.time()``): what
     ``--rerun`` sets to the command's start; None reuses finished runs."""
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """The execution switches an optimizer may take as constructor arguments (an entry
+        passes on those it declares in ``execution_options``)."""
+        return {"cg_check_every": self.cg_check_every, "cg_compiled": self.cg_compiled}
 
 
 @dataclass
@@ -172,12 +177,10 @@ class Trainer:
         self.model = seeded_model(problem, spec.seed, self.device)
         self.model.train()
         try:
-            self.optimizer = self.entry.build(self.model, self.hps)
-        except ValueError as exc:  # settings that only the model can refuse (a block glob)
+            self.optimizer = self.entry.build(self.model, self.hps, **self.ex.optimizer_options())
+        except ValueError as exc:  # settings only the model can refuse (a block glob, a loss)
             raise RunInputError(f"{spec.optimizer} on {spec.problem}: {exc}") from None
-        if hasattr(self.optimizer, "cg_check_every"):  # how it executes, not a hyperparameter
-            self.optimizer.cg_check_every = self.ex.cg_check_every
-            self.optimizer.cg_compiled = self.ex.cg_compiled
+        self.driver = self.entry.driver(self.optimizer)
         wd = problem.weight_decay if spec.weight_decay is None else spec.weight_decay
         self.l2 = problem.l2_coefficients(self.model, wd)
         if spec.batch_size > self.splits.sizes["train"]:
@@ -190,25 +193,42 @@ class Trainer:
         )
         self.steps_per_epoch = self.stream.batches_per_epoch
         torch.manual_seed(spec.seed)
-        self.hf = isinstance(self.optimizer, BlockDiagonalHF)
         self.state = TrainState()
-        if self.hf:
-            self.state.block_products = [0] * self.optimizer.layout().num_blocks
+        # measured at initialisation, before any checkpoint is restored: a resumed run has
+        # the cost model of the uninterrupted one
+        try:
+            self.cost = self._measure_cost()
+        except ValueError as exc:  # a method that cannot take this problem (K-FAC on a VAE)
+            raise RunInputError(f"{spec.optimizer} on {spec.problem}: {exc}") from None
+        self.state.block_products = [0] * len(self.cost.block_products)
         checkpoint = self.store.load_checkpoint(spec)
         rerun = self.ex.rerun_before is not None
         if checkpoint is not None and rerun and checkpoint.get("context") != self.context:
             checkpoint = None  # made on other data or another device: --rerun starts again
         if checkpoint is not None:
             self._restore(checkpoint)
-        self.cost = self._measure_cost()
 
-    def _closure(self, x: torch.Tensor, y: torch.Tensor) -> ModelClosure:
+    def _closure(self, x: torch.Tensor, y: torch.Tensor, model: torch.nn.Module | None = None):
         inputs, targets = self.problem.prepare_batch(x, y)
-        return ModelClosure(self.model, self.problem.loss, inputs, targets, self.l2)
+        model = self.model if model is None else model
+        return ModelClosure(model, self.problem.loss, inputs, targets, self.l2)
 
     def _measure_cost(self) -> CostModel:
-        x, y = next(iter(self.stream.epoch(0)))
-        return measure_cost(self.optimizer, self._closure(x, y))
+        period = self.entry.period(self.hps)
+        batches = []
+        for x, y in self.stream.epoch(0):
+            batches.append((x, y))
+            if len(batches) == period:
+                break
+        return measure_cost(
+            self.entry,
+            self.hps,
+            self.optimizer,
+            self.model,
+            lambda model, x, y: self._closure(x, y, model),
+            batches,
+            self.ex.optimizer_options(),
+        )
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -255,11 +275,12 @@ class Trainer:
     def _gradient_equivalents(self) -> float:
         s = self.state
         return self.cost.gradient_equivalents(
-            s.forward_passes, s.backward_passes, s.block_products, s.full_products
+            s.forward_passes, s.backward_passes, s.block_products, s.full_products, s.step
         )
 
     def _evaluate(self) -> None:
         s, problem = self.state, self.problem
+        self.driver.before_evaluation()
         record: dict[str, Any] = {
             "epoch": s.epoch + s.batch / self.steps_per_epoch,
             "step": s.step,
@@ -280,7 +301,7 @@ class Trainer:
             s.diverged_at = {"step": s.step, "epoch": record["epoch"]}
             return
         record["minibatch_loss"] = s.minibatch_losses[-1] if s.minibatch_losses else None
-        record["optimizer"] = self._optimizer_summary()
+        record["optimizer"] = self.driver.summary()
         s.evaluations.append(record)
         target = problem.target
         if target is not None and s.target_reached is None:
@@ -294,17 +315,6 @@ class Trainer:
                     "gradient_equivalents": record["gradient_equivalents"],
                     "value": value,
                 }
-
-    def _optimizer_summary(self) -> dict[str, Any]:
-        if not self.hf:
-            return {}
-        opt = self.optimizer
-        return {
-            "damping": opt.last_step.damping,
-            "accepted": opt.totals["accepted"],
-            "rejected": opt.totals["rejected"],
-            "cg_iterations": opt.totals["cg_iterations"],
-        }
 
     # -- training ------------------------------------------------------------------------------
 
@@ -353,12 +363,16 @@ class Trainer:
         pending: list[torch.Tensor] = []
         done = self._budget_spent(total, 0.0)
         seconds = spec.budget.seconds
+        self.driver.before_steps()
         timer.start()
         while not done and s.diverged_at is None:
             for x, y in self.stream.epoch(s.epoch, start=s.batch):
                 progress.begin_step(s.step + 1)
                 closure = self._closure(x, y)
-                loss = self.optimizer.step(closure)
+                try:
+                    loss = self.driver.step(closure)
+                except torch.linalg.LinAlgError:  # a factorisation met non-finite curvature
+                    loss = torch.full((), math.nan)
                 pending.append(loss.detach().reshape(()))
                 self._count(closure)
                 s.step += 1
@@ -399,6 +413,7 @@ class Trainer:
                         done = self._stop_early() or done
                         self._checkpoint()
                         if not done:
+                            self.driver.before_steps()
                             timer.start()
                     elif checkpoint_due:
                         s.train_seconds += timer.stop()
@@ -480,10 +495,10 @@ class Trainer:
         s = self.state
         s.forward_passes += closure.counts.forward
         s.backward_passes += closure.counts.backward
-        if self.hf:
-            stats = self.optimizer.last_step
-            s.block_products = [a + b for a, b in zip(s.block_products, stats.block_products)]
-            s.full_products += stats.full_products
+        products = self.driver.products()
+        if products.block:
+            s.block_products = [a + b for a, b in zip(s.block_products, products.block)]
+        s.full_products += products.full
 
     def _flush(self, pending: list[torch.Tensor], progress: Progress) -> None:
         """Read the pending mini-batch losses back (the loop's one synchronisation)."""
@@ -556,14 +571,11 @@ class Trainer:
                     **environment(self.device),
                     "dtype": self.context["dtype"],
                     "runs_at_once": self.ex.runs_at_once,
-                    **(
-                        {
-                            "cg_check_every": self.optimizer.cg_check_every,
-                            "cg_compiled": self.optimizer.cg_compiled,
-                        }
-                        if hasattr(self.optimizer, "cg_check_every")
-                        else {}
-                    ),
+                    **{
+                        k: v
+                        for k, v in self.ex.optimizer_options().items()
+                        if k in self.entry.execution_options
+                    },
                 },
                 "steps": s.step,
                 "train_seconds": s.train_seconds,

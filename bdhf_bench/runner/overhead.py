@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..data import train_stream
-from ..optim import BlockDiagonalHF, ModelClosure, get_optimizer
+from ..optim import ModelClosure, get_optimizer
 from ..problems import get_problem, seeded_model
 from .cost import measure_cost
 from .loop import problem_data
@@ -64,36 +64,39 @@ def measure_overhead(
         batches += list(stream.epoch(epoch))
     batches = batches[: warmup + steps]
 
-    runs = []
-    for name, hps in optimizers:
-        model = seeded_model(problem, seed, device).train()
-        opt = get_optimizer(name).build(model, hps)
-        l2 = problem.l2_coefficients(model)
-        runs.append((name, model, opt, l2))
-
     def closure(model: torch.nn.Module, l2: list[float], x: torch.Tensor, y: torch.Tensor):
         inputs, targets = problem.prepare_batch(x, y)
         return ModelClosure(model, problem.loss, inputs, targets, l2)
 
-    costs = [measure_cost(opt, closure(model, l2, *batches[0])) for _, model, opt, l2 in runs]
+    runs = []
+    costs = []
+    for name, hps in optimizers:
+        model = seeded_model(problem, seed, device).train()
+        entry = get_optimizer(name)
+        resolved = entry.resolve(hps)
+        opt = entry.build(model, resolved)
+        l2 = problem.l2_coefficients(model)
+        runs.append((name, model, entry.driver(opt), l2))
+        probe = batches[: entry.period(resolved)]
+        factory = lambda m, x, y, l2=l2: closure(m, l2, x, y)  # noqa: E731
+        costs.append(measure_cost(entry, resolved, opt, model, factory, probe))
     times: list[list[float]] = [[] for _ in runs]
     totals = [[0.0, 0.0, 0.0, 0.0] for _ in runs]
     for i, (x, y) in enumerate(batches):
-        for k, (_, model, opt, l2) in enumerate(runs):
+        for k, (_, model, driver, l2) in enumerate(runs):
             c = closure(model, l2, x, y)
             _sync(device)
             start = time.perf_counter()
-            opt.step(c)
+            driver.step(c)
             _sync(device)
             if i < warmup:
                 continue
             times[k].append(time.perf_counter() - start)
-            products, full = 0, 0
-            per_block = [0] * len(costs[k].block_products)
-            if isinstance(opt, BlockDiagonalHF):
-                per_block = opt.last_step.block_products
-                products, full = sum(per_block), opt.last_step.full_products
-            ge = costs[k].gradient_equivalents(c.counts.forward, c.counts.backward, per_block, full)
+            counted = driver.products()
+            products, full = sum(counted.block), counted.full
+            ge = costs[k].gradient_equivalents(
+                c.counts.forward, c.counts.backward, counted.block, full, 1
+            )
             t = totals[k]
             t[0] += c.counts.forward
             t[1] += c.counts.backward

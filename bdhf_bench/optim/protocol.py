@@ -1,0 +1,130 @@
+"""The optimizer protocol: how the runner drives an optimizer and what a step reports back.
+
+The runner never asks what class an optimizer is. Each registry entry names a ``StepDriver``
+and the runner talks to that alone:
+
+- ``step(closure)``: one update on the mini-batch's ``ModelClosure``;
+- ``products()``: the curvature products the last step made, for optimizers that count them
+  exactly (the HF methods); others report none, and their cost is measured instead;
+- ``product_probes(closure)``: one call per kind of product, for FLOP counting;
+- ``summary()``: what to log beside each evaluation;
+- ``before_steps()`` / ``before_evaluation()``: mode switches (schedule-free methods train at
+  one point and are evaluated at another).
+
+The default driver is torch.optim's contract, ``optimizer.step(closure)``, which any plugin
+optimizer gets. The drivers below add what a method needs beyond it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .closure import ModelClosure
+from .hf import BlockDiagonalHF
+
+
+@dataclass(frozen=True)
+class ProductCounts:
+    """Curvature products one step made, each on the curvature sub-batch."""
+
+    block: tuple[int, ...] = ()
+    """Block products, per block."""
+    full: int = 0
+    """Full-curvature products."""
+    iterations: int = 0
+    """Inner iterations behind the products (CG's, the longest block's run)."""
+
+
+@dataclass(frozen=True)
+class ProductProbes:
+    """One product of each kind, as calls, so the runner can count their FLOPs."""
+
+    block: Sequence[Callable[[], object]] = field(default_factory=tuple)
+    full: Callable[[], object] | None = None
+
+
+class StepDriver:
+    """torch.optim's contract: ``optimizer.step(closure)``, nothing counted but the passes."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+
+    def step(self, closure: ModelClosure) -> Tensor:
+        """One update on the closure's mini-batch; the loss before it."""
+        return self.optimizer.step(closure)
+
+    def products(self) -> ProductCounts:
+        return ProductCounts()
+
+    def product_probes(self, closure: ModelClosure) -> ProductProbes:
+        return ProductProbes()
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+    def before_steps(self) -> None:
+        """Called before the first step after an evaluation (or a start or resume)."""
+
+    def before_evaluation(self) -> None:
+        """Called before the model is evaluated (and before the checkpoint that follows)."""
+
+
+class HessianFreeDriver(StepDriver):
+    """The HF methods: exact product counts from ``last_step`` and their FLOP probes."""
+
+    optimizer: BlockDiagonalHF
+
+    def products(self) -> ProductCounts:
+        last = self.optimizer.last_step
+        return ProductCounts(
+            tuple(last.block_products), last.full_products, max(last.cg_iterations, default=0)
+        )
+
+    def product_probes(self, closure: ModelClosure) -> ProductProbes:
+        layout = self.optimizer.layout()
+        ctx = closure.curvature(self.optimizer.hp["curvature_fraction"])
+        v = torch.ones(layout.numel, device=closure.device, dtype=layout.params[0].dtype)
+        # The one-off J^T u recording is a backward pass (counted as such), not a product.
+        ctx.layout_full_mvp(layout, v)
+        n = layout.num_blocks
+        block = [
+            (lambda b=b: ctx.layout_mvp(layout, v, [i == b for i in range(n)])) for b in range(n)
+        ]
+        return ProductProbes(block, lambda: ctx.layout_full_mvp(layout, v))
+
+    def summary(self) -> dict[str, Any]:
+        opt = self.optimizer
+        return {
+            "damping": opt.last_step.damping,
+            "accepted": opt.totals["accepted"],
+            "rejected": opt.totals["rejected"],
+            "cg_iterations": opt.totals["cg_iterations"],
+        }
+
+
+class SecondBackwardDriver(StepDriver):
+    """Methods that differentiate the gradient inside ``step`` (AdaHessian, Sophia's
+    Hutchinson estimates): the gradient pass keeps its graph (``create_graph=True``), and the
+    graph is released after the step by dropping the gradients that hold it."""
+
+    def step(self, closure: ModelClosure) -> Tensor:
+        loss = self.optimizer.step(lambda: closure(create_graph=True))
+        for p in closure.params:
+            p.grad = None
+        return loss
+
+
+class TrainEvalDriver(StepDriver):
+    """Schedule-free methods: the parameters stepped (``train()``) are not the ones to
+    evaluate (``eval()``); checkpoints after an evaluation hold the evaluated ones."""
+
+    def before_steps(self) -> None:
+        self.optimizer.train()
+
+    def before_evaluation(self) -> None:
+        self.optimizer.eval()

@@ -64,7 +64,7 @@ def test_exact_damping_inverts_the_block_diagonal_ggn(float64, loss, out):
     closure = ModelClosure(model, loss, x, y)
     closure()
     opt._refresh(closure)
-    g, expected = _dense_reference(model, x, y, loss, damping)
+    _, expected = _dense_reference(model, x, y, loss, damping)
     got = flat(opt.precondition([p.grad for p in model.parameters()]))
     torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-10)
 

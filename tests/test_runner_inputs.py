@@ -10,7 +10,10 @@ from runner_helpers import cli, result_files
     ("args", "message"),
     [
         (["-p", "mnist_mpl"], "unknown problem 'mnist_mpl' (did you mean mnist_mlp"),
-        (["-p", "tiny_mlp", "-o", "adma"], "unknown optimizer 'adma' (did you mean adam, sfadamw?)"),
+        (
+            ["-p", "tiny_mlp", "-o", "adma"],
+            "unknown optimizer 'adma' (did you mean adam, sfadamw?)",
+        ),
         (["-p", "tiny_mlp", "--hp", "dampin=1"], "unknown hyperparameter of bdhf 'dampin'"),
         (["-p", "tiny_mlp", "--hp", "damping=abc"], "damping='abc' is not valid: must be a float"),
         (["-p", "tiny_mlp", "--hp", "damping=-1"], "damping=-1.0 is out of range"),

@@ -17,6 +17,7 @@ optimizer gets. The drivers below add what a method needs beyond it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,7 +114,10 @@ class SecondBackwardDriver(StepDriver):
     graph is released after the step by dropping the gradients that hold it."""
 
     def step(self, closure: ModelClosure) -> Tensor:
-        loss = self.optimizer.step(lambda: closure(create_graph=True))
+        with warnings.catch_warnings():
+            # torch warns of the parameter-gradient cycle that the next lines break
+            warnings.filterwarnings("ignore", "Using backward\\(\\) with create_graph=True")
+            loss = self.optimizer.step(lambda: closure(create_graph=True))
         for p in closure.params:
             p.grad = None
         return loss

@@ -15,7 +15,8 @@ grid is DeepOBS's 36 learning rates, Adam's grid size. Refresh periods are hyper
   KL-clip 1e-3 (the settings of widely used K-FAC code, e.g. Wang's KFAC-PyTorch).
 - ``soap``: betas (0.95, 0.95), eigenbases every 10 steps (SOAP's paper).
 - ``shampoo``: Gupta et al.'s Shampoo, inverse roots by SVD every 10 steps (the library
-  default, every step, costs an SVD per tensor per step), momentum 0.9.
+  default, every step, costs an SVD per tensor per step), no momentum (the library keeps the
+  preconditioned update as its momentum buffer and preconditions it again: it diverged).
 - ``adahessian``, ``sophia``: Hutchinson estimates of the Hessian diagonal (one
   Hessian-vector product through a second backward; AdaHessian every step, Sophia every 10).
 - ``sfadamw``: schedule-free AdamW; evaluated (and checkpointed) at its averaged point.
@@ -183,7 +184,7 @@ def peer_entries() -> tuple[OptimizerEntry, ...]:
             "pytorch_optimizer.Shampoo",
             {
                 "lr": _lr(1e-3),
-                "momentum": _beta(0.9),
+                "momentum": _beta(0.0, "0: the library feeds the preconditioned update back"),
                 "matrix_eps": HyperParameter(float, 1e-6, low=0.0, low_open=True, log=True),
                 "update_period": _period(10, "steps between inverse-root refreshes"),
             },

@@ -59,9 +59,13 @@ from torch import Tensor
 
 from ..curvature import BlockLayout, GGNContext, Workspace, all_finite, block_cg
 from .closure import ModelClosure
+from .damping_rules import curvature_damping, rayleigh_quotients
 from .preconditioner import squared_gradient_diagonal
 
 DAMPING_MODES = ("global", "per_block")
+DAMPING_STARTS = ("fixed", "curvature")
+"""``fixed``: lambda starts at ``damping``; ``curvature``: at ``damping`` times the GGN's
+Rayleigh quotient along the first gradient (``damping_rules``), which scales with the loss."""
 DAMPING_RANGE = (1e-12, 1e12)
 """The default range of lambda (``damping_min``, ``damping_max``)."""
 STEP_RULES = ("armijo", "fixed")
@@ -109,6 +113,7 @@ def _check(name: str, value: Any, ok: bool, valid: str) -> None:
 STEP_SETTINGS = (
     "curvature_fraction",
     "damping_mode",
+    "damping_start",
     "step_rule",
     "lr",
     "armijo_c",
@@ -147,6 +152,8 @@ def _validate(s: dict[str, Any]) -> None:
     )
     mode = s["damping_mode"]
     _check("damping_mode", mode, mode in DAMPING_MODES, f"one of {DAMPING_MODES}")
+    start = s["damping_start"]
+    _check("damping_start", start, start in DAMPING_STARTS, f"one of {DAMPING_STARTS}")
     _check("cg_max_iters", s["cg_max_iters"], int(s["cg_max_iters"]) >= 1, "an integer >= 1")
     _check(
         "cg_min_iters",
@@ -184,6 +191,9 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         curvature_fraction: the curvature sub-batch as a fraction of the mini-batch, in (0, 1].
         damping: initial Levenberg-Marquardt lambda, in [damping_min, damping_max].
         damping_mode: "global" (one lambda from the combined step's rho) or "per_block".
+        damping_start: "fixed" (lambda starts at ``damping``) or "curvature" (at ``damping``
+            times the GGN's Rayleigh quotient along the first step's gradient, per block in
+            "per_block" mode: scale-covariant, one block-diagonal product more).
         damping_min, damping_max: lambda's range; every update is clamped to it.
         cg_max_iters, cg_min_iters, cg_tol: CG limits and Martens' progress tolerance.
         warm_start: decay of the previous CG solution used as the next start, in [0, 1].
@@ -209,6 +219,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         curvature_fraction: float = 0.25,
         damping: float = 0.1,
         damping_mode: str = "global",
+        damping_start: str = "fixed",
         damping_min: float = DAMPING_RANGE[0],
         damping_max: float = DAMPING_RANGE[1],
         cg_max_iters: int = 50,
@@ -234,6 +245,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             "curvature_fraction": float(curvature_fraction),
             "damping": float(damping),
             "damping_mode": damping_mode,
+            "damping_start": damping_start,
             "damping_min": float(damping_min),
             "damping_max": float(damping_max),
             "cg_max_iters": int(cg_max_iters),
@@ -416,6 +428,10 @@ class BlockDiagonalHF(torch.optim.Optimizer):
 
         ctx = closure.curvature(hp["curvature_fraction"])
         stats.curvature_share = closure.curvature_share
+        start_products = 0
+        if hp["damping_start"] == "curvature" and self.totals["steps"] == 0:
+            self._set_damping(self._curvature_damping(ctx, layout, g))
+            start_products = 1
         lam = self._damping()
         precond = self._preconditioner(closure, layout, lam) if hp["precondition"] else None
         product = ws.get("product", g)  # every CG product is written here: no vector per call
@@ -437,7 +453,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         )
         stats.cg_iterations = res.iterations
         stats.cg_stop_reasons = res.stop_reasons
-        stats.block_products = list(res.block_products)
+        stats.block_products = [n + start_products for n in res.block_products]
         finite_x = all_finite(res.x)
         self._store_warm_start(layout, res.x, finite_x)
         if "nonfinite" in res.stop_reasons or not finite_x:
@@ -489,6 +505,18 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         for (lo, hi), lam_b in zip(layout.block_bounds, lam):
             precond[lo:hi] += lam_b
         return precond.pow_(0.75)
+
+    def _curvature_damping(self, ctx: GGNContext, layout: BlockLayout, g: Tensor) -> list[float]:
+        """The first lambda from the curvature: ``damping`` times ``g'Gg / g'g`` (per block, or
+        pooled over the blocks in global mode), from one block-diagonal product."""
+        gg = ctx.layout_mvp(layout, g, [True] * layout.num_blocks)
+        quotients = rayleigh_quotients(
+            layout.block_dot(g, gg).tolist(),
+            layout.block_dot(g, g).tolist(),
+            pooled=self._global_damping(),
+        )
+        hp = self._step
+        return curvature_damping(self._damping(), quotients, hp["damping_min"], hp["damping_max"])
 
     def _warm_start(self, layout: BlockLayout) -> Tensor | None:
         """``warm_start`` (per block) times the previous step's final CG iterate."""

@@ -30,6 +30,7 @@ from .entry import (
 from .hf import (
     DAMPING_MODES,
     DAMPING_RANGE,
+    DAMPING_STARTS,
     STEP_RULES,
     BlockDiagonalHF,
     HessianFree,
@@ -71,6 +72,12 @@ _HF_COMMON = {
         log=True,
         help="initial Levenberg-Marquardt lambda",
     ),
+    "damping_start": HyperParameter(
+        str,
+        "fixed",
+        choices=DAMPING_STARTS,
+        help="fixed: lambda starts at damping; curvature: damping x g'Gg/g'g (scale-covariant)",
+    ),
     "cg_min_iters": HyperParameter(int, 1, low=0, help="CG iterations before the progress test"),
     "cg_tol": HyperParameter(float, 5e-4, low=0.0, low_open=True, log=True, help="Martens' eps"),
     "warm_start": HyperParameter(float, 0.95, low=0.0, high=1.0, help="decay of the CG start"),
@@ -83,6 +90,7 @@ _HF_COMMON = {
 _HF_KEYS = (
     "curvature_fraction",
     "damping",
+    "damping_start",
     "cg_max_iters",
     "cg_min_iters",
     "cg_tol",

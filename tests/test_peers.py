@@ -193,3 +193,21 @@ def test_no_optimizer_class_is_tested_outside_optim():
                 if used & names:
                     offenders.append(f"{path.relative_to(root)}:{node.lineno}")
     assert offenders == []
+
+
+def test_the_overhead_benchmark_drives_every_peer():
+    """Side by side per step: schedule-free switched to train mode, Adam and sfadamw at exactly
+    one gradient, the curvature methods above it by what their refreshes cost."""
+    from bdhf_bench.runner.overhead import measure_overhead
+
+    rows = measure_overhead(
+        "tiny_mlp",
+        [(name, SHORT.get(name, {})) for name in PEERS],
+        device=torch.device("cpu"),
+        steps=3,
+        warmup=0,
+    )
+    geq = {r.optimizer: r.gradient_equivalents for r in rows}
+    assert geq["adam"] == 1.0 and geq["sfadamw"] == 1.0
+    for name in ("kfac", "soap", "shampoo", "adahessian"):
+        assert geq[name] > 1.0, name

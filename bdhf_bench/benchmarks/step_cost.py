@@ -133,7 +133,9 @@ def measure_step_cost(
         execution = {"cg_check_every": check_every, "cg_compiled": compiled}
         opt = entry.build(model, resolved, **execution)
         l2 = problem.l2_coefficients(model)
-        runs.append((name, model, entry.driver(opt), l2))
+        driver = entry.driver(opt)
+        driver.before_steps()
+        runs.append((name, model, driver, l2))
         costs.append(
             measure_cost(
                 entry,

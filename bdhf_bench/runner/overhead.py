@@ -76,7 +76,9 @@ def measure_overhead(
         resolved = entry.resolve(hps)
         opt = entry.build(model, resolved)
         l2 = problem.l2_coefficients(model)
-        runs.append((name, model, entry.driver(opt), l2))
+        driver = entry.driver(opt)
+        driver.before_steps()
+        runs.append((name, model, driver, l2))
         probe = batches[: entry.period(resolved)]
         factory = lambda m, x, y, l2=l2: closure(m, l2, x, y)  # noqa: E731
         costs.append(measure_cost(entry, resolved, opt, model, factory, probe))

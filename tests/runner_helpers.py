@@ -52,3 +52,43 @@ def without_timings(result: dict) -> dict:
             "reached": {k: v for k, v in out["target"]["reached"].items() if k not in TIMINGS},
         }
     return out
+
+
+class Interrupted(Exception):
+    """Raised inside a run to stop it as a kill would, after its last checkpoint."""
+
+
+def run_spec(spec, root: Path, **execution) -> dict:
+    """Train ``spec`` into the results folder ``root`` on the CPU; its result dict."""
+    import torch
+
+    from bdhf_bench.runner import Execution, ResultStore, run_one
+
+    ex = Execution(device=torch.device("cpu"), progress=False, **execution)
+    outcome = run_one(spec, ResultStore(root), ex)
+    assert outcome.status in ("finished", "diverged"), outcome.error
+    return outcome.load()
+
+
+def interrupt_then_resume(monkeypatch, spec, root: Path, after: int, **execution) -> dict:
+    """Run ``spec``, stop it after ``after`` steps (an exception where a kill would land), run
+    it again from its checkpoint; the resumed run's result."""
+    import pytest
+
+    from bdhf_bench.runner import loop
+
+    real_count = loop.Trainer._count
+    calls = {"n": 0}
+
+    def count_then_stop(self, closure):
+        real_count(self, closure)
+        calls["n"] += 1
+        if calls["n"] == after:
+            raise Interrupted
+
+    monkeypatch.setattr(loop.Trainer, "_count", count_then_stop)
+    with pytest.raises(Interrupted):
+        run_spec(spec, root, **execution)
+    monkeypatch.setattr(loop.Trainer, "_count", real_count)
+    assert list(root.rglob("*.ckpt")), "no checkpoint to resume from"
+    return run_spec(spec, root, **execution)

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from runner_helpers import cli, without_timings
+from runner_helpers import cli, interrupt_then_resume, run_spec, without_timings
 
 from bdhf_bench.optim import ModelClosure, get_optimizer
-from bdhf_bench.runner import Budget, Execution, ResultStore, RunSpec, run_one
-from bdhf_bench.runner import loop as loop_module
+from bdhf_bench.runner import Budget, RunSpec
 
 PEERS = ("kfac", "soap", "shampoo", "adahessian", "sophia", "sfadamw", "lbfgs")
 CI_PROBLEMS = ("mnist1d_mlp", "mnist1d_cnn", "mnist1d_lstm", "digits_autoencoder")
@@ -43,10 +42,7 @@ def get_problem_batch(problem: str) -> int:
 
 
 def _run(spec: RunSpec, root: Path, **execution) -> dict:
-    ex = Execution(device=torch.device("cpu"), progress=False, **execution)
-    outcome = run_one(spec, ResultStore(root), ex)
-    assert outcome.status in ("finished", "diverged"), outcome.error
-    return outcome.load()
+    return run_spec(spec, root, **execution)
 
 
 def test_every_peer_is_listed():
@@ -67,10 +63,6 @@ def test_every_peer_trains_on_every_ci_problem(tmp_path, problem):
         assert last["gradient_equivalents"] >= 2 * (1 - 1e-9), name
 
 
-class _Interrupted(Exception):
-    pass
-
-
 @pytest.mark.parametrize("name", [*PEERS, "adam", "bdhf", "hf"])
 @pytest.mark.parametrize("checkpoint_every", [0.0, 300.0], ids=["every-step", "at-evals"])
 def test_interrupted_and_resumed_matches_uninterrupted(
@@ -80,22 +72,9 @@ def test_interrupted_and_resumed_matches_uninterrupted(
     then run again: the same result as one uninterrupted run, losses bitwise."""
     spec = _spec(name)
     reference = _run(spec, tmp_path / "straight")
-
-    real_count = loop_module.Trainer._count
-    calls = {"n": 0}
-
-    def count_then_stop(self, closure):
-        real_count(self, closure)
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise _Interrupted
-
-    monkeypatch.setattr(loop_module.Trainer, "_count", count_then_stop)
-    with pytest.raises(_Interrupted):
-        _run(spec, tmp_path / "killed", checkpoint_every=checkpoint_every)
-    monkeypatch.setattr(loop_module.Trainer, "_count", real_count)
-    assert list((tmp_path / "killed").rglob("*.ckpt")), "no checkpoint to resume from"
-    resumed = _run(spec, tmp_path / "killed", checkpoint_every=checkpoint_every)
+    resumed = interrupt_then_resume(
+        monkeypatch, spec, tmp_path / "killed", 7, checkpoint_every=checkpoint_every
+    )
     assert without_timings(resumed) == without_timings(reference)
 
 

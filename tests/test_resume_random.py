@@ -3,8 +3,9 @@
 mnist_vae (DeepOBS's VAE: Dropout in encoder and decoder, and a sampled latent) on generated
 data, stopped after step 4 and resumed from the checkpoint taken after step 3 (between two
 evaluations, the harder case: the random state mid-interval): the result equals the
-uninterrupted run's, bitwise (CPU). BDHF replays the gradient pass's draws in its later passes
-(the random tape), so it is checked beside Adam.
+uninterrupted run's, bitwise (CPU). HF replays the gradient pass's draws in its later passes
+(the random tape), so it is checked beside Adam (two CG iterations a step: the VAE's products
+are slow on a CPU, and the tape is the same for BDHF).
 """
 
 from __future__ import annotations
@@ -16,20 +17,20 @@ from bdhf_bench.runner import Budget, RunSpec
 
 
 def _spec(optimizer: str) -> RunSpec:
-    hps = {"cg_max_iters": 5} if optimizer in ("hf", "bdhf") else {}
+    hps = {"cg_max_iters": 2, "backtrack": False} if optimizer == "hf" else {}
     return RunSpec(
         problem="mnist_vae",
         optimizer=optimizer,
         hyperparameters=hps,
         seed=5,
-        batch_size=16,
+        batch_size=4,
         budget=Budget(steps=6),
         eval_every=5,
         data="synthetic",
     )
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "bdhf"])
+@pytest.mark.parametrize("optimizer", ["adam", "hf"])
 def test_a_random_model_resumes_bitwise(tmp_path, monkeypatch, optimizer):
     spec = _spec(optimizer)
     reference = run_spec(spec, tmp_path / "straight")

@@ -18,12 +18,14 @@ def test_shipped_suites_load():
     problems = ("mnist1d_mlp", "mnist1d_cnn", "mnist1d_lstm", "digits_autoencoder")
     tuned = {(t.problem.name, t.entry.name) for t in ci.tunings}
     # every optimizer tuned on every problem; on the LSTM with CG capped (the suite's cost)
-    assert tuned == {(p, o) for p in problems for o in ("adam", "bdhf", "hf")}
-    assert ci.runs == [] and ci.size() == 4 * (3 + 3) + 8 * (2 + 3)
+    optimizers = ("adam", "bdhf", "hf", "kfac", "soap")
+    assert tuned == {(p, o) for p in problems for o in optimizers}
+    # Adam, K-FAC and SOAP: 3 settings; BDHF and HF: 2; each then the 3 final seeds
+    assert ci.runs == [] and ci.size() == 12 * (3 + 3) + 8 * (2 + 3)
     caps = {
         t.entry.name: {s["cg_max_iters"] for s in t.settings}
         for t in ci.tunings
-        if t.problem.name == "mnist1d_lstm" and t.entry.name != "adam"
+        if t.problem.name == "mnist1d_lstm" and t.entry.name in ("bdhf", "hf")
     }
     assert caps == {"bdhf": {10}, "hf": {20}}
     assert {t.data for t in ci.tunings} == {"real"}

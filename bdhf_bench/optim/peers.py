@@ -27,6 +27,7 @@ grid is DeepOBS's 36 learning rates, Adam's grid size. Refresh periods are hyper
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -71,67 +72,30 @@ def _kfac(model: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
     return KFAC(model, **hp)
 
 
-def _soap(model: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
-    return _library_class("pytorch_optimizer.SOAP")(
-        _trainable(model),
-        lr=hp["lr"],
-        betas=(hp["beta1"], hp["beta2"]),
-        precondition_frequency=hp["update_period"],
-        eps=hp["eps"],
-        weight_decay=0.0,
-    )
+def _library(
+    path: str, rename: Mapping[str, str] | None = None, **fixed: Any
+) -> Callable[[nn.Module, dict[str, Any]], torch.optim.Optimizer]:
+    """A builder for the library class at ``path``: our hyperparameters under the library's
+    names (``rename``; ``beta1``/``beta2`` become ``betas``), plus ``fixed`` arguments."""
+    rename = dict(rename or {})
+
+    def build(model: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
+        kwargs = {rename.get(k, k): v for k, v in hp.items() if k not in ("beta1", "beta2")}
+        if "beta1" in hp:
+            kwargs["betas"] = (hp["beta1"], hp["beta2"])
+        return _library_class(path)(_trainable(model), **kwargs, **fixed)
+
+    return build
 
 
-def _shampoo(model: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
-    return _library_class("pytorch_optimizer.Shampoo")(
-        _trainable(model),
-        lr=hp["lr"],
-        momentum=hp["momentum"],
-        preconditioning_compute_steps=hp["update_period"],
-        matrix_eps=hp["matrix_eps"],
-    )
-
-
-def _adahessian(model: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
-    return _library_class("pytorch_optimizer.AdaHessian")(
-        _trainable(model),
-        lr=hp["lr"],
-        betas=(hp["beta1"], hp["beta2"]),
-        hessian_power=hp["hessian_power"],
-        update_period=hp["update_period"],
-        weight_decay=0.0,
-    )
-
-
-def _sophia(model: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
-    return _library_class("pytorch_optimizer.SophiaH")(
-        _trainable(model),
-        lr=hp["lr"],
-        betas=(hp["beta1"], hp["beta2"]),
-        p=hp["clip"],
-        update_period=hp["update_period"],
-        weight_decay=0.0,
-    )
-
-
-def _sfadamw(model: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
-    return _library_class("schedulefree.AdamWScheduleFree")(
-        _trainable(model),
-        lr=hp["lr"],
-        betas=(hp["beta1"], hp["beta2"]),
-        warmup_steps=hp["warmup_steps"],
-        weight_decay=0.0,
-    )
-
-
-def _lbfgs(model: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
-    return torch.optim.LBFGS(
-        _trainable(model),
-        lr=hp["lr"],
-        max_iter=1,
-        history_size=hp["history_size"],
-        line_search_fn="strong_wolfe",
-    )
+_soap = _library(
+    "pytorch_optimizer.SOAP", {"update_period": "precondition_frequency"}, weight_decay=0.0
+)
+_shampoo = _library("pytorch_optimizer.Shampoo", {"update_period": "preconditioning_compute_steps"})
+_adahessian = _library("pytorch_optimizer.AdaHessian", weight_decay=0.0)
+_sophia = _library("pytorch_optimizer.SophiaH", {"clip": "p"}, weight_decay=0.0)
+_sfadamw = _library("schedulefree.AdamWScheduleFree", weight_decay=0.0)
+_lbfgs = _library("torch.optim.LBFGS", max_iter=1, line_search_fn="strong_wolfe")
 
 
 # -- the entries --------------------------------------------------------------------------------

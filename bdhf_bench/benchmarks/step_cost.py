@@ -35,9 +35,9 @@ import click
 import torch
 
 from ..data import train_stream
-from ..optim import ModelClosure, get_optimizer
+from ..optim import ModelClosure
 from ..problems import get_problem, seeded_model
-from ..runner.cost import measure_cost
+from ..runner.cost import driven_and_costed
 from ..runner.loop import problem_data
 from .parts import PartTimer
 from .timing import machine_options, synchronize
@@ -126,27 +126,14 @@ def measure_step_cost(
 
     runs = []
     costs = []
+    execution = {"cg_check_every": check_every, "cg_compiled": compiled}
     for name, hps in optimizers:
         model = seeded_model(problem, seed, device).train()
-        entry = get_optimizer(name)
-        resolved = entry.resolve(hps)
-        execution = {"cg_check_every": check_every, "cg_compiled": compiled}
-        opt = entry.build(model, resolved, **execution)
         l2 = problem.l2_coefficients(model)
-        driver = entry.driver(opt)
-        driver.before_steps()
+        factory = lambda m, x, y, l2=l2: closure(m, l2, x, y)  # noqa: E731
+        driver, cost = driven_and_costed(name, hps, model, factory, batches, execution)
         runs.append((name, model, driver, l2))
-        costs.append(
-            measure_cost(
-                entry,
-                resolved,
-                opt,
-                model,
-                lambda m, x, y, l2=l2: closure(m, l2, x, y),
-                batches[: entry.period(resolved)],
-                execution,
-            )
-        )
+        costs.append(cost)
     times: list[list[float]] = [[] for _ in runs]
     prod: list[float] = [0.0 for _ in runs]
     cg_vec: list[float] = [0.0 for _ in runs]

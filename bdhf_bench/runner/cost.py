@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..curvature.ggn import frozen_buffers
-from ..optim import ModelClosure, OptimizerEntry
+from ..optim import ModelClosure, OptimizerEntry, StepDriver, get_optimizer
 from .flops import count_flops
 
 ClosureFactory = Callable[[nn.Module, Any, Any], ModelClosure]
@@ -154,3 +154,30 @@ def measure_cost(
             entry, hyperparameters, optimizer, model, make_closure, batches, cost, execution or {}
         )
     return cost
+
+
+def driven_and_costed(
+    name: str,
+    hyperparameters: Mapping[str, Any],
+    model: nn.Module,
+    make_closure: ClosureFactory,
+    batches: Sequence[tuple[Any, Any]],
+    execution: Mapping[str, Any] | None = None,
+) -> tuple[StepDriver, CostModel]:
+    """Optimizer ``name`` on ``model``, ready to step (its driver in train mode), and its cost
+    model measured on the first of ``batches``: how the step benchmarks set up each row."""
+    entry = get_optimizer(name)
+    resolved = entry.resolve(hyperparameters)
+    optimizer = entry.build(model, resolved, **(execution or {}))
+    cost = measure_cost(
+        entry,
+        resolved,
+        optimizer,
+        model,
+        make_closure,
+        batches[: entry.period(resolved)],
+        execution,
+    )
+    driver = entry.driver(optimizer)
+    driver.before_steps()
+    return driver, cost

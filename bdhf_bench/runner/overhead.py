@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from ..data import train_stream
-from ..optim import ModelClosure, get_optimizer
+from ..optim import ModelClosure
 from ..problems import get_problem, seeded_model
-from .cost import measure_cost
+from .cost import driven_and_costed
 from .loop import problem_data
 
 
@@ -72,16 +72,11 @@ def measure_overhead(
     costs = []
     for name, hps in optimizers:
         model = seeded_model(problem, seed, device).train()
-        entry = get_optimizer(name)
-        resolved = entry.resolve(hps)
-        opt = entry.build(model, resolved)
         l2 = problem.l2_coefficients(model)
-        driver = entry.driver(opt)
-        driver.before_steps()
-        runs.append((name, model, driver, l2))
-        probe = batches[: entry.period(resolved)]
         factory = lambda m, x, y, l2=l2: closure(m, l2, x, y)  # noqa: E731
-        costs.append(measure_cost(entry, resolved, opt, model, factory, probe))
+        driver, cost = driven_and_costed(name, hps, model, factory, batches)
+        runs.append((name, model, driver, l2))
+        costs.append(cost)
     times: list[list[float]] = [[] for _ in runs]
     totals = [[0.0, 0.0, 0.0, 0.0] for _ in runs]
     for i, (x, y) in enumerate(batches):

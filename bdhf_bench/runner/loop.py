@@ -208,7 +208,10 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint)
 
-    def _closure(self, x: torch.Tensor, y: torch.Tensor, model: torch.nn.Module | None = None):
+    def _closure(
+        self, x: torch.Tensor, y: torch.Tensor, model: torch.nn.Module | None = None
+    ) -> ModelClosure:
+        """The step closure of a batch, for the run's model or (the cost probe) a copy."""
         inputs, targets = self.problem.prepare_batch(x, y)
         model = self.model if model is None else model
         return ModelClosure(model, self.problem.loss, inputs, targets, self.l2)

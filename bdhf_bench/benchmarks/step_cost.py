@@ -25,6 +25,7 @@ of them alike. Per optimizer:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -98,12 +99,15 @@ def measure_step_cost(
     adam_repeats: int = 3,
     check_every: int = 1,
     compiled: bool = False,
+    parts: bool = True,
 ) -> list[StepCost]:
     """One row per optimizer (Adam first, added if missing), measured side by side.
 
     Each round steps every optimizer once on the round's batch (Adam ``adam_repeats`` times,
     keeping the fastest); ``check_every`` and ``compiled`` are passed to the HF optimizers' CG
-    (a compiled CG compiles in the warm-up steps).
+    (a compiled CG compiles in the warm-up steps). ``parts=False`` times the steps without the
+    part timer, whose device syncs around every part slow a GPU's step (the product and CG
+    vector shares then read 0).
     """
     problem = get_problem(problem_name)
     batch = batch_size or problem.batch_size
@@ -147,7 +151,7 @@ def measure_step_cost(
             for _ in range(adam_repeats if name == "adam" else 1):
                 c = closure(model, l2, x, y)
                 timer = PartTimer(device)
-                with timer.active():
+                with timer.active() if parts else contextlib.nullcontext():
                     synchronize(device)
                     start = time.perf_counter()
                     driver.step(c)

@@ -9,7 +9,9 @@ and the runner talks to that alone:
 - ``product_probes(closure)``: one call per kind of product, for FLOP counting;
 - ``summary()``: what to log beside each evaluation;
 - ``before_steps()`` / ``before_evaluation()``: mode switches (schedule-free methods train at
-  one point and are evaluated at another).
+  one point and are evaluated at another);
+- ``needs_warm_up()``: whether a step on a copy should run before the clock starts (a compiled
+  CG iteration compiles on its first call).
 
 The default driver is torch.optim's contract, ``optimizer.step(closure)``, which any plugin
 optimizer gets. The drivers below add what a method needs beyond it.
@@ -74,6 +76,11 @@ class StepDriver:
     def before_evaluation(self) -> None:
         """Called before the model is evaluated (and before the checkpoint that follows)."""
 
+    def needs_warm_up(self) -> bool:
+        """Whether the first step does one-off work (compilation) that a run should do on a
+        copy before its clock starts, so the seconds it reports are the steps' own."""
+        return False
+
 
 class HessianFreeDriver(StepDriver):
     """The HF methods: exact product counts from ``last_step`` and their FLOP probes."""
@@ -97,6 +104,9 @@ class HessianFreeDriver(StepDriver):
             (lambda b=b: ctx.layout_mvp(layout, v, [i == b for i in range(n)])) for b in range(n)
         ]
         return ProductProbes(block, lambda: ctx.layout_full_mvp(layout, v))
+
+    def needs_warm_up(self) -> bool:
+        return self.optimizer.cg_compiled
 
     def summary(self) -> dict[str, Any]:
         opt = self.optimizer

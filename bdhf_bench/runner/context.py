@@ -13,6 +13,7 @@ import torch
 
 from ..data import DEFAULT_SYNTHETIC_SIZES, data_identity
 from ..problems import get_problem
+from .environment import device_name
 from .spec import RunSpec
 
 DEFAULT_DATA_DIR = Path("data_deepobs")
@@ -34,7 +35,11 @@ def dtype_name() -> str:
 
 
 def run_context(spec: RunSpec, device: torch.device, data_dir: Path | None) -> dict[str, Any]:
-    """``{"data": {...fingerprint}, "device": "cpu" | "cuda", "dtype": "float32"}``."""
+    """``{"data": {...fingerprint}, "device": "cpu" | "cuda (GPU model)", "dtype": ...}``.
+
+    A GPU run's device names the GPU's model: runs on an H100 and an A100 are not the same run
+    (their seconds differ, and so can their rounding).
+    """
     problem = get_problem(spec.problem)
     data = data_identity(
         problem.dataset,
@@ -43,7 +48,8 @@ def run_context(spec: RunSpec, device: torch.device, data_dir: Path | None) -> d
         seed=spec.seed,
         synthetic_sizes=synthetic_sizes(spec.batch_size),
     )
-    return {"data": data, "device": device.type, "dtype": dtype_name()}
+    kind = f"cuda ({device_name(device)})" if device.type == "cuda" else device.type
+    return {"data": data, "device": kind, "dtype": dtype_name()}
 
 
 def describe(context: dict[str, Any] | None) -> str:

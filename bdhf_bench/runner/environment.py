@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
 import subprocess
 from collections.abc import Iterator
@@ -50,6 +51,7 @@ def cpu_model() -> str:
 
 
 def device_name(device: torch.device) -> str:
+    """The GPU's model ("NVIDIA H100 80GB HBM3") or, on a CPU, the CPU's."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return cpu_model()
@@ -78,6 +80,7 @@ def environment(device: torch.device) -> dict[str, str | int | None]:
         "device_name": device_name(device),
         "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
+        **float32_precision(),
         "bdhf_bench": __version__,
         "git_revision": git_revision(),
         "python": platform.python_version(),
@@ -85,6 +88,35 @@ def environment(device: torch.device) -> dict[str, str | int | None]:
     }
 
 
+DEVICE_VARIABLE = "BDHF_BENCH_DEVICE"
+"""Environment variable that overrides the default device (the test suite sets it to "cpu", so
+a GPU machine runs the tests where their expected values were made)."""
+
+
 def default_device() -> torch.device:
-    """The GPU when there is one, else the CPU."""
+    """``$BDHF_BENCH_DEVICE`` when set, else the GPU when there is one, else the CPU."""
+    chosen = os.environ.get(DEVICE_VARIABLE)
+    if chosen:
+        return torch.device(chosen)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def float32_precision() -> dict[str, bool]:
+    """Whether float32 matrix products and convolutions may round to TF32 on a GPU."""
+    return {
+        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+    }
+
+
+def exact_float32(device: torch.device) -> None:
+    """On a GPU, float32 products and convolutions in float32, not TF32.
+
+    cuDNN convolutions round to TF32 by default on Ampere and later GPUs (torch's default),
+    which changes every CNN's curvature products and rho against the CPU's by about 1e-3; the
+    runs and ``bench device`` turn it off, and each result records the setting it ran with
+    (``environment.tf32_matmul`` and ``tf32_cudnn``). A no-op on other devices.
+    """
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False

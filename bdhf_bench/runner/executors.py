@@ -104,9 +104,13 @@ _WORKER_GPU: int | None = None
 
 def _claim_gpu(slots: Any) -> None:
     """Pool initializer: the new worker process takes one GPU index for its whole life, so two
-    runs in flight never share a GPU while another GPU idles."""
+    runs in flight never share a GPU while another GPU idles. It is made the current device
+    before anything touches CUDA: pinned memory and libraries that allocate on "cuda" would
+    otherwise open a context on GPU 0 in every worker."""
     global _WORKER_GPU
     _WORKER_GPU = slots.get()
+    if torch.cuda.is_available():
+        torch.cuda.set_device(_WORKER_GPU)
 
 
 def _worker_execution(execution: Execution) -> Execution:

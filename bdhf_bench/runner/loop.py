@@ -29,7 +29,7 @@ from ..optim import ModelClosure, get_optimizer
 from ..problems import Problem, get_problem, seeded_model
 from .context import DEFAULT_DATA_DIR, describe, run_context, synthetic_sizes
 from .cost import CostModel, measure_cost
-from .environment import environment
+from .environment import environment, exact_float32
 from .evaluation import evaluate_split
 from .progress import Progress
 from .spec import STALL_TOL, RunInputError, RunSpec, setting_folder
@@ -166,6 +166,7 @@ class Trainer:
 
     def _setup(self) -> None:
         spec, problem = self.spec, self.problem
+        exact_float32(self.device)
         self.splits = problem_data(
             problem,
             batch_size=spec.batch_size,

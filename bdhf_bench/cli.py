@@ -846,12 +846,21 @@ def leaderboard(
     failed = [o for o in outcomes if o.status == "failed"]
     try:
         summary = build_report(
-            [results], out, baselines=default_baselines_path(), milestones=suite.levels
+            [results],
+            out,
+            baselines=default_baselines_path(),
+            milestones=suite.levels,
+            tuned_dirs=[suite.tuned] if suite.tuned is not None and suite.tuned.is_dir() else [],
         )
     except ReportInputError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"leaderboard: {summary.leaderboard}")
     click.echo(f"html:        {summary.html}")
+    if suite.tuned is not None and not suite.tuned.is_dir():
+        click.echo(
+            f"note: no tuned results at {suite.tuned}: the untuned-against-tuned table "
+            "is left out (run that suite first)"
+        )
     minutes, seconds = divmod(round(time.monotonic() - started), 60)
     click.echo(f"elapsed:     {minutes}m{seconds:02d}s (runs and report)")
     for item in summary.skipped:

@@ -80,17 +80,22 @@ def build_report(
     out_dir: str | os.PathLike[str],
     baselines: str | os.PathLike[str] | None = None,
     milestones: Sequence[Level] = (),
+    tuned_dirs: Sequence[str | os.PathLike[str]] = (),
 ) -> ReportSummary:
     """Read every result file under ``results_dirs`` and write the report into ``out_dir``.
+
+    With ``tuned_dirs`` the results are AlgoPerf's self-tuning track (every optimizer at its
+    defaults) and the page compares them with the tuned runs found there.
 
     Raises :class:`ReportInputError` for a missing results folder, nothing loadable, or a
     baselines file that is missing or malformed. Unusable result files are not errors: they are
     listed in ``ReportSummary.skipped`` and on the page.
     """
     loaded = _load(results_dirs)
+    tuned = _load(tuned_dirs) if tuned_dirs else None
     reference = _baselines(baselines)
     out = ReportWriter(Path(out_dir))
-    sections = ReportSections(loaded, reference, out, milestones)
+    sections = ReportSections(loaded, reference, out, milestones, tuned)
     document = sections.build(results_dirs)
     leaderboard = out.text(LEADERBOARD, markdown.render(document))
     html = out.text(HTML, page.render(document))

@@ -47,12 +47,21 @@ def _fail(message: str) -> None:
     help="Also time each optimizer to this level, e.g. mnist_autoencoder:valid_loss<=125 "
     "(repeatable; an accuracy level uses >=).",
 )
+@click.option(
+    "--tuned",
+    "tuned_dirs",
+    multiple=True,
+    metavar="DIR",
+    help="Results of the tuned track: RESULTS_DIR is then AlgoPerf's self-tuning track (every "
+    "optimizer at its defaults) and the page compares the two (repeatable).",
+)
 def report_command(
     results_dirs: tuple[str, ...],
     out_dir: str,
     baselines: str | None,
     no_baselines: bool,
     level_texts: tuple[str, ...],
+    tuned_dirs: tuple[str, ...],
 ) -> None:
     """Aggregate result files into a leaderboard (markdown, self-contained HTML, CSV, PNG)."""
     try:
@@ -62,7 +71,7 @@ def report_command(
         return
     if not results_dirs:
         _fail("give at least one RESULTS_DIR")
-    for folder in results_dirs:
+    for folder in (*results_dirs, *tuned_dirs):
         if not Path(folder).is_dir():
             _fail(f"results folder {folder!r} does not exist")
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
@@ -73,7 +82,13 @@ def report_command(
         default = default_baselines_path()
         baselines = None if default is None else str(default)
     try:
-        summary = build_report(results_dirs, out_dir, baselines=baselines, milestones=milestones)
+        summary = build_report(
+            results_dirs,
+            out_dir,
+            baselines=baselines,
+            milestones=milestones,
+            tuned_dirs=tuned_dirs,
+        )
     except ReportInputError as err:
         _fail(str(err))
         return

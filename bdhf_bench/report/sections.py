@@ -30,9 +30,16 @@ from .profiles import (
     solved_any,
     time_matrix,
 )
+from .tracks import track_block, track_table
 from .writer import FIGURES, ReportWriter
 
 TITLE = "bdhf-bench leaderboard"
+TRACKS_TEXT = (
+    "AlgoPerf's self-tuning track: these runs use every optimizer's defaults on every problem "
+    "(no per-problem tuning) with 1.5x the tuned runs' budget, to the same targets; the tuned "
+    "runs are each optimizer's validation-selected setting from the tuned folder. An optimizer "
+    "that needs no tuning has a ratio near 1 and reaches the target on as many seeds."
+)
 HEADLINE = "Headline"
 RULES = (
     "Rules (details in docs/report.md): runs are compared only within one budget; for each "
@@ -81,8 +88,10 @@ class ReportSections:
         baselines: pd.DataFrame | None,
         out: ReportWriter,
         milestones: Sequence[levels.Level] = (),
+        tuned: LoadedResults | None = None,
     ) -> None:
         self.loaded = loaded
+        self.tuned = None if tuned is None else summary_table(setting_table(tuned.runs))
         self.milestones = list(milestones)
         self.baselines = baselines
         self.out = out
@@ -162,6 +171,14 @@ class ReportSections:
 
     def leaderboard(self) -> None:
         self.doc.add("Leaderboard", tables.leaderboard(self.summary))
+
+    def tracks(self) -> None:
+        """AlgoPerf's self-tuning track against the tuned one (``--tuned``)."""
+        if self.tuned is None:
+            return
+        table = track_table(self.summary, self.tuned)
+        self.out.csv("tracks", table)
+        self.doc.add("Untuned against tuned", TRACKS_TEXT, track_block(table))
 
     def levels(self) -> None:
         """Time to each milestone level asked for (``--level``), beside the target's."""
@@ -365,6 +382,7 @@ class ReportSections:
         """Every section in page order: the answer first, then its evidence, then the rest."""
         self.headline()
         self.leaderboard()
+        self.tracks()
         self.levels()
         self.about(results_dirs)
         for workload, rows in self.workloads():

@@ -11,6 +11,8 @@ A suite file::
     workers = 2                       # optional: runs at once it is sized for (one thread
                                       # each, capped at the cores here; --workers overrides)
     levels = ["mnist_mlp:valid_accuracy>=0.9"]  # optional: milestones the report also times
+    tuned = "results/ci"              # optional: this suite is AlgoPerf's self-tuning track and
+                                      # its report compares it with the tuned runs there
 
     [defaults]                        # any experiment key; experiments override it
     data = "synthetic"
@@ -84,6 +86,7 @@ SUITE_KEYS = {
     "device",
     "workers",
     "levels",
+    "tuned",
     "defaults",
     "experiment",
 }
@@ -119,6 +122,8 @@ class Suite:
     """Runs at once the suite is sized for (the leaderboard's default for ``--workers``)."""
     levels: list[Level] = field(default_factory=list)
     """Milestone levels its report times besides each problem's target."""
+    tuned: Path | None = None
+    """The tuned track's results folder when this suite is the self-tuning track."""
     runs: list[RunSpec] = field(default_factory=list)
     """Runs with fixed hyperparameters."""
     tunings: list[TunePlan] = field(default_factory=list)
@@ -170,6 +175,10 @@ def load_suite(name: str) -> Suite:
         suite.levels = [parse_level(text) for text in texts]
     except LevelError as exc:
         raise SuiteError(f"suite {path}: {exc}") from None
+    tuned = data.get("tuned")
+    if tuned is not None and not isinstance(tuned, str):
+        raise SuiteError(f"suite {path}: tuned must be a results folder, got {tuned!r}")
+    suite.tuned = None if tuned is None else Path(tuned)
     for i, raw in enumerate(experiments, 1):
         try:
             _add_experiment(suite, {**defaults, **raw})

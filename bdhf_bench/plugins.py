@@ -33,6 +33,16 @@ def load_entry_points(group: str, kind: type[T]) -> list[T]:
     return found
 
 
+def skip_taken_name(group: str, name: str) -> None:
+    """Warn (one line) that a plugin's entry was skipped because its name is taken: a plugin
+    must not silently lose to a built-in, nor replace one."""
+    warnings.warn(
+        f"skipping the {group} plugin entry {name!r}: that name is already registered "
+        "(a built-in or another plugin); give the plugin's entry another name",
+        stacklevel=3,
+    )
+
+
 def unknown_name_message(kind: str, name: str, valid: Iterable[str]) -> str:
     """One line: the unknown name, the closest valid ones, and all valid ones."""
     valid = sorted(valid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -142,3 +143,16 @@ def test_broken_plugin_is_skipped_with_a_warning(monkeypatch):
     with pytest.warns(UserWarning, match="skipping bdhf_bench.optimizers entry point 'bad'"):
         names = optimizer_names()
     assert "bad" not in names and "bdhf" in names
+
+
+def test_a_plugin_named_like_a_built_in_is_skipped_with_a_warning(monkeypatch):
+    """A plugin entry called "adam" neither replaces Adam nor vanishes without a word."""
+    ep = importlib.metadata.EntryPoint(name="adam", value="x:y", group="bdhf_bench.optimizers")
+    impostor = replace(_sign_entry(), name="adam")
+    monkeypatch.setattr(ep.__class__, "load", lambda self: impostor)
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [ep])
+    monkeypatch.setattr(reg, "_plugins_loaded", False)
+    monkeypatch.setattr(reg, "_REGISTRY", dict(reg._REGISTRY))
+    with pytest.warns(UserWarning, match="skipping the bdhf_bench.optimizers plugin entry 'adam'"):
+        names = optimizer_names()
+    assert "adam" in names and get_optimizer("adam") is not impostor

@@ -93,6 +93,21 @@ def test_third_party_problems_come_through_entry_points(
     assert "mnist_mlp" in names  # the built-ins are still there
 
 
+def test_a_plugin_problem_named_like_a_built_in_is_skipped_with_a_warning(
+    fresh_registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builtin = get_problem("tiny_mlp")
+    registry._reset_for_tests()
+    impostor = dataclasses.replace(builtin, batch_size=1)
+    points = {"bdhf_bench.problems": [_EntryPoint("tiny", impostor)]}
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: points.get(group, []))
+    with pytest.warns(
+        UserWarning, match="skipping the bdhf_bench.problems plugin entry 'tiny_mlp'"
+    ):
+        names = problem_names()
+    assert "mnist_mlp" in names and get_problem("tiny_mlp") is not impostor
+
+
 @pytest.mark.parametrize("name", DEEPOBS)
 def test_deepobs_default_batch_size_and_epochs(name: str) -> None:
     problem = get_problem(name)

@@ -173,9 +173,13 @@ def test_cli_prints_what_it_wrote_and_skipped(tmp_path: Path) -> None:
     assert "junk.json: not valid JSON" in result.output
 
 
-@pytest.mark.parametrize("setup", ["missing", "empty", "baselines", "out_is_file"])
+@pytest.mark.parametrize(
+    "setup", ["missing", "empty", "baselines", "out_is_file", "results_is_file"]
+)
 def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, setup: str) -> None:
     args = [str(tmp_path / "missing")]
+    if setup == "results_is_file":
+        args = [str(write_doc(tmp_path / "r", make_run()))]
     if setup == "empty":
         args = [str(tmp_path)]
     if setup == "baselines":
@@ -190,6 +194,8 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, setup: str) -> None
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    if setup == "results_is_file":
+        assert "is a file; give the results folder" in lines[0]
 
 
 def test_report_package_imports_no_runner_optimizer_or_torch() -> None:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..curvature import check_scheme, partition
-from ..plugins import load_entry_points, unknown_name_message
+from ..plugins import load_entry_points, skip_taken_name, unknown_name_message
 from .entry import (
     DEEPOBS_LR_GRID,
     HyperParameter,
@@ -209,8 +209,10 @@ def _load_plugins() -> None:
         return
     _plugins_loaded = True
     for entry in load_entry_points("bdhf_bench.optimizers", OptimizerEntry):
-        if entry.name not in _REGISTRY:
-            _REGISTRY[entry.name] = entry
+        if entry.name in _REGISTRY:
+            skip_taken_name("bdhf_bench.optimizers", entry.name)
+            continue
+        _REGISTRY[entry.name] = entry
 
 
 def optimizer_names() -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from ..plugins import load_entry_points, unknown_name_message
+from ..plugins import load_entry_points, skip_taken_name, unknown_name_message
 from .base import Problem
 
 ENTRY_POINT_GROUP = "bdhf_bench.problems"
@@ -33,6 +33,9 @@ def _ensure_loaded() -> None:
         for problem in deepobs_problems() + paper_problems() + offline_problems():
             _REGISTRY.setdefault(problem.name, problem)
         for problem in load_entry_points(ENTRY_POINT_GROUP, Problem):
+            if problem.name in _REGISTRY:
+                skip_taken_name(ENTRY_POINT_GROUP, problem.name)
+                continue
             register(problem)
 
 

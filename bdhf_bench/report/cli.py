@@ -72,6 +72,8 @@ def report_command(
     if not results_dirs:
         _fail("give at least one RESULTS_DIR")
     for folder in (*results_dirs, *tuned_dirs):
+        if Path(folder).is_file():
+            _fail(f"{folder!r} is a file; give the results folder that holds the result files")
         if not Path(folder).is_dir():
             _fail(f"results folder {folder!r} does not exist")
     if Path(out_dir).exists() and not Path(out_dir).is_dir():

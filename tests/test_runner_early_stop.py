@@ -79,17 +79,17 @@ def test_a_budget_that_ends_short_of_the_target_is_a_stall_by_budget(tmp_path):
     assert r["stalled"]["patience"] is None
 
 
-def _trainer(evaluations, patience=20) -> Trainer:
+def _trainer(evaluations, root, patience=20) -> Trainer:
     spec = _spec(steps=500, patience=patience)
-    trainer = Trainer(spec, ResultStore("unused"), Execution(torch.device("cpu")), context={})
+    trainer = Trainer(spec, ResultStore(root), Execution(torch.device("cpu")), context={})
     trainer.state = TrainState(evaluations=evaluations, step=evaluations[-1]["step"])
     return trainer
 
 
-def test_improvement_is_counted_from_the_last_one_percent_gain():
+def test_improvement_is_counted_from_the_last_one_percent_gain(tmp_path):
     accs = [(0, 0.50), (10, 0.504), (20, 0.506), (30, 0.52), (40, 0.51), (50, 0.524)]
     evals = [{"step": s, "test_accuracy": a} for s, a in accs]
-    trainer = _trainer(evals, patience=25)
+    trainer = _trainer(evals, tmp_path, patience=25)
     # 0.504 and 0.506 are within 1% of 0.50; 0.52 is not (the anchor moves to step 30);
     # 0.524 is a new best but within 1% of 0.52
     assert trainer._progress_of_target() == (0.524, 50, 30)

@@ -790,6 +790,7 @@ def leaderboard(
     """Run a suite (resuming what exists) and regenerate its leaderboard report."""
     from .report.baselines import default_baselines_path
     from .report.build import ReportInputError, build_report
+    from .runner.environment import changed_tracked_files
     from .runner.suite import SuiteError, load_suite, run_suite
 
     try:
@@ -856,6 +857,13 @@ def leaderboard(
         raise click.ClickException(str(exc)) from None
     click.echo(f"leaderboard: {summary.leaderboard}")
     click.echo(f"html:        {summary.html}")
+    tracked = changed_tracked_files(Path(out))
+    if tracked:
+        click.echo(
+            f"note: the report rewrote {len(tracked)} file(s) that git tracks under {out} "
+            "(`git diff` shows what changed); results record the code's revision, which this "
+            "does not mark dirty"
+        )
     if suite.tuned is not None and not suite.tuned.is_dir():
         click.echo(
             f"note: no tuned results at {suite.tuned}: the untuned-against-tuned table "

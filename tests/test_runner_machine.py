@@ -227,3 +227,30 @@ def test_tune_passes_cg_check_every_to_every_run(tmp_path, workers):
     envs = [load(p)["environment"] for p in result_files(tmp_path / "out")]
     assert len(envs) == 3 and {e["cg_check_every"] for e in envs} == {4}
     assert {e["cg_compiled"] for e in envs} == {True}
+
+
+def test_a_regenerated_report_does_not_make_the_code_revision_dirty(tmp_path):
+    """The main job rewrites reports/ (tracked); the results it and later runs record keep a
+    clean revision, while a change to the code marks it dirty."""
+    import subprocess
+
+    from bdhf_bench.runner.environment import changed_tracked_files, revision_of
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    for path in ("bdhf_bench/x.py", "reports/leaderboard.md", "docs/a.md"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("one\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    head = revision_of(tmp_path)
+    assert head is not None and len(head) == 40
+    (tmp_path / "reports/leaderboard.md").write_text("two\n")
+    (tmp_path / "docs/a.md").write_text("two\n")
+    assert revision_of(tmp_path) == head
+    assert changed_tracked_files(tmp_path / "reports") == ["reports/leaderboard.md"]
+    assert changed_tracked_files(tmp_path / "bdhf_bench") == []
+    (tmp_path / "bdhf_bench/x.py").write_text("two\n")
+    assert revision_of(tmp_path) == f"{head}+dirty"

@@ -14,11 +14,19 @@ import torch
 
 from .. import __version__
 
+CODE_PATHS = ("bdhf_bench", "runners", "pyproject.toml")
+"""What a run's numbers depend on in the checkout: a change elsewhere (a regenerated report,
+the docs) does not make the revision that produced a result "dirty"."""
+
 
 @functools.lru_cache(maxsize=1)
 def git_revision() -> str | None:
-    """The checkout's commit (with ``+dirty`` when it has changes), or None outside git."""
-    root = Path(__file__).resolve().parents[2]
+    """The checkout's commit (with ``+dirty`` when its code has changes), or None outside git."""
+    return revision_of(Path(__file__).resolve().parents[2])
+
+
+def revision_of(root: Path) -> str | None:
+    """``root``'s commit, ``+dirty`` when a tracked file under ``CODE_PATHS`` has changed."""
     try:
         rev = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],
@@ -28,7 +36,16 @@ def git_revision() -> str | None:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "-C",
+                str(root),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                *CODE_PATHS,
+            ],
             capture_output=True,
             text=True,
             timeout=5,
@@ -37,6 +54,21 @@ def git_revision() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{rev}+dirty" if dirty else rev
+
+
+def changed_tracked_files(folder: Path) -> list[str]:
+    """Files git tracks under ``folder`` that now differ from the commit (none outside git)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line[3:] for line in out.splitlines() if line.strip()]
 
 
 @functools.lru_cache(maxsize=1)

@@ -184,3 +184,17 @@ def test_the_deepobs_tree_is_refused_as_a_results_folder(results: Path) -> None:
     assert res.exit_code == 2
     assert f"use {results} as the results folder" in res.output
     assert not (results / "deepobs" / "_runs").exists()
+
+
+def test_the_readme_analyzer_example_runs_as_written(results: Path, monkeypatch) -> None:
+    """README's snippet, with only its folder pointed at this test's results, on naming tables
+    that do not know our problems yet (the analyzer raised KeyError without the registration)."""
+    from deepobs.config import get_data_set_naming
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in readme.split("```python\n")[1:] if "from deepobs import analyzer" in b)
+    code = block.split("```", 1)[0].replace("results/ci/deepobs", str(deepobs_folder(results)))
+    monkeypatch.delitem(get_data_set_naming(), "tiny")
+    exec(compile(code, "README.md", "exec"), {})
+    plt.close("all")
+    assert "tiny" in get_data_set_naming()

@@ -426,6 +426,23 @@ class _Commands(click.Group):
             return getattr(importlib.import_module(module), attr)
         return super().get_command(ctx, name)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Ctrl-C says what was kept (Click alone prints "Aborted!"); exit code 130."""
+        from .runner.interrupt import RunInterrupted
+
+        try:
+            return super().invoke(ctx)
+        except RunInterrupted as exc:
+            click.echo(str(exc), err=True)
+            ctx.exit(130)
+        except KeyboardInterrupt:
+            click.echo(
+                "interrupted: finished runs are kept; the same command resumes each unfinished "
+                "run from its last checkpoint",
+                err=True,
+            )
+            ctx.exit(130)
+
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bdhf-bench")

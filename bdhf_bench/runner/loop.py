@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from .context import DEFAULT_DATA_DIR, describe, run_context, synthetic_sizes
 from .cost import CostModel, measure_cost
 from .environment import environment, exact_float32
 from .evaluation import evaluate_split
+from .interrupt import RunInterrupted, deferred_interrupt
 from .progress import Progress
 from .spec import STALL_TOL, RunInputError, RunSpec, setting_folder
 from .store import ResultStore
@@ -340,9 +342,12 @@ class Trainer:
             progress.begin("setting up (data, model, cost model)")
             self._setup()
             progress.end()
+            if self.state.step:
+                progress.message(f"resuming from step {self.state.step} (checkpoint)")
             total = self._total_steps()
             progress.restart(total, self.state.step)
-            self._train(total, progress)
+            with deferred_interrupt() as interrupted:
+                self._train(total, progress, interrupted)
         finally:
             progress.close()
         s = self.state
@@ -355,8 +360,11 @@ class Trainer:
             progress.message(f"diverged at step {s.diverged_at['step']}")
         return self._result(diverged), diverged
 
-    def _train(self, total: int | None, progress: Progress) -> None:
-        """The steps, with evaluations, checkpoints and progress (no sync per step)."""
+    def _train(
+        self, total: int | None, progress: Progress, interrupted: Callable[[], bool]
+    ) -> None:
+        """The steps, with evaluations, checkpoints and progress (no sync per step); after a
+        step during which ``interrupted()`` became true, a checkpoint and ``RunInterrupted``."""
         spec, s = self.spec, self.state
         if not s.evaluations:
             progress.begin("evaluation at step 0")
@@ -385,6 +393,11 @@ class Trainer:
                 epoch_end = s.batch == self.steps_per_epoch
                 if epoch_end:
                     s.epoch, s.batch = s.epoch + 1, 0
+                if interrupted():
+                    self._flush(pending, progress)
+                    s.train_seconds += timer.stop()
+                    self._checkpoint()
+                    raise RunInterrupted(spec.label(), s.step)
                 every = spec.eval_every
                 eval_due = (every is not None and s.step % every == 0) or (
                     every is None and epoch_end

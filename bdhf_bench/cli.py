@@ -467,18 +467,10 @@ def list_command(what: str) -> None:
 
 
 def _outcome_line(out) -> str:
-    from .runner import RunOutcome
+    from .runner.console import outcome_line
 
-    assert isinstance(out, RunOutcome)
-    if out.status == "failed":
-        return f"failed: {out.spec.label()}: {out.error}"
-    result = out.load() or {}
-    summary = ""
-    if result.get("test_accuracies"):
-        summary = f" test accuracy {result['test_accuracies'][-1]:.4f}"
-    elif result.get("test_losses"):
-        summary = f" test loss {result['test_losses'][-1]:.4g}"
-    return f"{out.status}: {out.spec.label()} ->{summary} {out.path}"
+    line = outcome_line(out)
+    return f"{line} -> {out.path}" if out.status != "failed" and out.path else line
 
 
 @main.command()

@@ -44,3 +44,28 @@ def test_ctrl_c_keeps_the_finished_step_and_the_rerun_resumes_bitwise(tmp_path, 
     (resumed,) = result_files(out)
     (reference,) = result_files(tmp_path / "whole")
     assert without_timings(load(resumed)) == without_timings(load(reference))
+
+
+def test_a_tuned_suite_counts_every_run_from_the_start_and_prints_each_once(tmp_path):
+    """The total is the suite's size from the first line (the final seeds of a tuning count
+    before the search ends), every run is printed once, the final seed that is the search's own
+    run reads "reused", and the lines name only hyperparameters off their defaults."""
+    (tmp_path / "grid.toml").write_text('optimizer = "adam"\n[grid]\nlr = [0.01, 0.1]\n')
+    (tmp_path / "s.toml").write_text(
+        "[defaults]\nsteps = 4\neval_every = 2\nseeds = [1, 2]\n[[experiment]]\n"
+        "problem = 'tiny_mlp'\noptimizers = ['adam', 'sgd']\ntune = { adam = 'grid.toml' }\n"
+    )
+    res = cli(
+        "leaderboard", "--suite", str(tmp_path / "s.toml"), "--results", str(tmp_path / "r"),
+        "--out", str(tmp_path / "report"), "--device", "cpu",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "suite s: 6 runs" in res.output
+    tally = [line for line in res.output.splitlines() if "| runs: " in line]
+    counts = [line.split("| runs: ")[1].split(" done")[0] for line in tally]
+    assert counts == [f"{k}/6" for k in range(1, 7)]
+    trained = [line.split(": ", 1)[1].split(":", 1)[0] for line in tally if "reused" not in line]
+    assert len(trained) == len(set(trained)) == 5  # each trained run once
+    (reused,) = [line for line in tally if line.startswith("reused: ")]
+    assert reused.startswith("reused: tiny_mlp / adam") and "seed 1" in reused
+    assert all("beta2=" not in line and " s, " in line and "grad-eq" in line for line in tally)

@@ -78,7 +78,7 @@ def test_ray_tune_writes_the_same_result_files_as_local(tmp_path):
     # Run again on Ray: everything is skipped, nothing is written twice.
     again = _tune(tmp_path, tmp_path / "ray", "--executor", "ray")
     assert again.exit_code == 0, again.output
-    assert "finished:" not in again.output and again.output.count("skipped:") >= 4
+    assert "finished:" not in again.output and again.output.count("reused:") >= 4
     assert _by_run(tmp_path / "ray") == from_ray
 
 
@@ -149,7 +149,7 @@ def test_a_failing_run_is_reported_and_the_others_finish(tmp_path):
     outcomes = executor.run(specs, ResultStore(tmp_path))
     assert [o.status for o in outcomes] == ["finished", "failed", "finished"]
     assert "ValueError" in outcomes[1].error
-    assert any(line.startswith("FAILED tiny_mlp / adam (lr=-1.0)") for line in lines)
+    assert any(line.startswith("failed: tiny_mlp / adam (lr=-1.0)") for line in lines)
     assert "runs: 2/3 done, 0 running, 1 failed" in lines[-1]
     assert executor.crashes == 0
 

@@ -87,11 +87,11 @@ def test_an_array_task_runs_its_spec_and_the_tune_command_then_skips_it(tmp_path
     assert proc.stdout.startswith("finished: tiny_mlp / adam")
     # Task 1 again (a resubmitted array): skipped, nothing written twice.
     again = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
-    assert again.returncode == 0 and again.stdout.startswith("skipped:"), again.stderr
+    assert again.returncode == 0 and again.stdout.startswith("reused:"), again.stderr
     # The same tune command afterwards skips the array's run and does the rest.
     res = cli(*_tune_args(tmp_path))
     assert res.exit_code == 0, res.output
-    skipped = [line for line in res.output.splitlines() if line.startswith("skipped:")]
+    skipped = [line for line in res.output.splitlines() if line.startswith("reused:")]
     assert any(f"lr={LRS[1]})" in line for line in skipped)
     assert len(result_files(tmp_path / "results")) == len(LRS) + 1
 

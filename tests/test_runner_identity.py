@@ -65,7 +65,7 @@ def test_the_same_command_on_other_data_does_not_reuse_the_result(tmp_path, monk
     assert new != path
     assert load(new)["data"]["fingerprint"]["examples"] == {"train_file": 80, "test": 40}
     again = _mnist_run(small, out)
-    assert again.output.startswith("skipped:") and result_files(out) == [new]
+    assert again.output.startswith("reused:") and result_files(out) == [new]
 
 
 def test_rerun_redoes_a_finished_run_once(tmp_path):
@@ -76,7 +76,7 @@ def test_rerun_redoes_a_finished_run_once(tmp_path):
     redo = cli(*args, "-q", "--rerun", "--seed", "42", "--seed", "42")
     # The second seed 42 finished within this command: reused, not trained a third time.
     assert redo.output.splitlines()[0].startswith("finished:")
-    assert redo.output.splitlines()[1].startswith("skipped:")
+    assert redo.output.splitlines()[1].startswith("reused:")
     (new,) = result_files(tmp_path)
     assert load(new)["steps"] == 3 and new.stat().st_mtime_ns > written
 

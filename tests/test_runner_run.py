@@ -55,7 +55,7 @@ def test_run_writes_a_deepobs_result_with_our_keys(tmp_path):
     assert r["optimizer_hyperparams"]["lr"] == 0.01
     # The same command again: the finished run is skipped, nothing new is written.
     again = cli(*args)
-    assert again.output.startswith("skipped:")
+    assert again.output.startswith("reused:")
     assert result_files(out) == [path]
 
 

@@ -100,7 +100,7 @@ def test_two_tune_processes_share_a_folder_without_duplicates(tmp_path):
     assert len(keys) == len(set(keys)) == 4 + 2  # 4 search runs, 2 more seeds of the winner
     tally = [line for out_, _ in outputs for line in out_.splitlines() if " | runs: " in line]
     trained = [line for line in tally if line.startswith("finished:")]
-    skipped = [line for line in tally if line.startswith("skipped:")]
+    skipped = [line for line in tally if line.startswith("reused:")]
     # Each process goes through 4 search runs and 3 final seeds (one shared with the search):
     # every run was trained exactly once, and seen finished (or waited for) by the other.
     assert len(trained) == 6 and len(tally) == 2 * 7

@@ -135,7 +135,7 @@ def test_leaderboard_runs_a_suite_and_writes_its_report(tmp_path):
     text = (report / "leaderboard.md").read_text()
     assert "tiny_mlp" in text and (report / "index.html").is_file()
     again = cli("leaderboard", "--suite", suite, "--results", str(out), "--out", str(report), "-q")
-    assert again.exit_code == 0 and again.output.count("skipped:") == 8
+    assert again.exit_code == 0 and again.output.count("reused:") == 8
 
 
 class _SimulatedExecutor:

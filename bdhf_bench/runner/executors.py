@@ -16,6 +16,7 @@ import concurrent.futures as cf
 import multiprocessing
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 
 import torch
 
+from .console import outcome_line
 from .loop import Execution
 from .run import RunOutcome, run_one
 from .spec import RunSpec
@@ -148,24 +150,33 @@ class Executor(Protocol):
         specs: Sequence[RunSpec],
         store: ResultStore,
         follow_up: FollowUp | None = None,
+        expected: Sequence[RunSpec] = (),
     ) -> list[RunOutcome]:
         """Every spec run (or skipped) to completion, and every spec ``follow_up`` adds;
-        outcomes in the order of ``specs``, then of the added specs."""
+        outcomes in the order of ``specs``, then of the added specs. ``expected``: stand-ins
+        for the runs ``follow_up`` will add (their kind, not their settings), counted in the
+        progress line's total and the ETA from the start."""
         ...
 
 
 class RunQueue:
     """The specs of one ``Executor.run`` call, growing as ``follow_up`` adds to them, with
-    the progress line and ETA that go with them."""
+    the progress line and ETA that go with them. Runs ``expected`` from follow-ups count from
+    the start, so the total stays fixed and the ETA does not grow as runs finish."""
 
     def __init__(
-        self, specs: Sequence[RunSpec], follow_up: FollowUp | None, slots: int = 1
+        self,
+        specs: Sequence[RunSpec],
+        follow_up: FollowUp | None,
+        slots: int = 1,
+        expected: Sequence[RunSpec] = (),
     ) -> None:
         self.specs = list(specs)
         self.follow_up = follow_up
         self.outcomes: dict[int, RunOutcome] = {}
-        self.report = GridReport(total=len(self.specs))
-        self.eta = Eta(self.specs, slots)
+        self.report = GridReport(total=len(self.specs) + len(expected))
+        self.eta = Eta([*self.specs, *expected], slots)
+        self.expected = Counter(_kind(spec) for spec in expected)
 
     def settle(self, i: int, out: RunOutcome, seconds: float | None) -> list[int]:
         """Record run ``i``'s outcome; the indices of the specs its follow-up added."""
@@ -176,10 +187,14 @@ class RunQueue:
             self.report.done += 1
         self.eta.settle(out.spec, seconds)
         added = list(self.follow_up(i, out)) if self.follow_up is not None else []
-        self.eta.add(added)
+        for spec in added:
+            if self.expected[_kind(spec)] > 0:
+                self.expected[_kind(spec)] -= 1  # counted from the start
+            else:
+                self.eta.add([spec])
+                self.report.total += 1
         first = len(self.specs)
         self.specs += added
-        self.report.total = len(self.specs)
         return list(range(first, len(self.specs)))
 
     def line(self) -> str:
@@ -201,10 +216,13 @@ class LocalExecutor:
         workers: int = 1,
         execution: Execution | None = None,
         echo: Callable[[str], None] | None = None,
+        verbose: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers}")
         self.workers = workers
+        self.verbose = verbose
+        """Progress lines with every hyperparameter (else only those off their defaults)."""
         self.execution = execution or Execution(torch.device("cpu"))
         self.echo = echo or (lambda text: None)
         self.clock: Callable[[], float] = time.monotonic
@@ -214,10 +232,12 @@ class LocalExecutor:
         specs: Sequence[RunSpec],
         store: ResultStore,
         follow_up: FollowUp | None = None,
+        expected: Sequence[RunSpec] = (),
     ) -> list[RunOutcome]:
         """Every spec run (or skipped) to completion, and every spec ``follow_up`` adds;
-        outcomes in the order of ``specs``, then of the added specs."""
-        queue = RunQueue(specs, follow_up, self.workers)
+        outcomes in the order of ``specs``, then of the added specs (``expected``: as for
+        ``Executor.run``)."""
+        queue = RunQueue(specs, follow_up, self.workers, expected)
         if self.workers == 1:
             self._sequential(queue, store)
         else:
@@ -255,13 +275,11 @@ class LocalExecutor:
         try:
             return run_one(spec, store, self.execution)
         except Exception as exc:  # one failed run never stops the others
-            out = _failure(spec, exc)
-            self.echo(f"FAILED {spec.label()}: {out.error}")
-            return out
+            return _failure(spec, exc)
 
     def _tally(self, queue: RunQueue, i: int, out: RunOutcome, seconds: float | None) -> list[int]:
         added = queue.settle(i, out, seconds)
-        self.echo(f"{out.status}: {out.spec.label()} | {queue.line()}")
+        self.echo(f"{outcome_line(out, self.verbose)} | {queue.line()}")
         return added
 
     # -- worker processes -----------------------------------------------------------------------
@@ -309,6 +327,4 @@ class LocalExecutor:
                     spec = queue.specs[i]
                     out = RunOutcome(spec, status, Path(path) if path else None, error=error)
                     report.running = min(len(running), self.workers)  # the pool starts the next
-                    if error:
-                        self.echo(f"FAILED {spec.label()}: {error.splitlines()[0]}")
                     to_submit += self._tally(queue, i, out, measured(status, seconds))

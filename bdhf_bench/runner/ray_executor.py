@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .console import outcome_line
 from .executors import WAIT_POLL, FollowUp, RunQueue, measured
 from .loop import DEFAULT_DATA_DIR, Execution
 from .run import RunOutcome, run_one
@@ -122,7 +123,9 @@ class RayExecutor:
         crash_retries: int = DEFAULT_CRASH_RETRIES,
         num_cpus: int | None = None,
         heartbeat: float = HEARTBEAT,
+        verbose: bool = False,
     ) -> None:
+        self.verbose = verbose
         if crash_retries < 0:
             raise ValueError(f"crash_retries must be >= 0, got {crash_retries}")
         if device is not None and torch.device(device).type not in ("cpu", "cuda"):
@@ -215,10 +218,11 @@ class RayExecutor:
         specs: Sequence[RunSpec],
         store: ResultStore,
         follow_up: FollowUp | None = None,
+        expected: Sequence[RunSpec] = (),
     ) -> list[RunOutcome]:
         """Every spec run (or skipped) to completion, and every spec ``follow_up`` adds (sent
         to the cluster as soon as it is added); outcomes in the order of ``specs``, then of
-        the added specs.
+        the added specs (``expected``: as for ``Executor.run``).
 
         A run whose task raised is failed at once; a run whose worker died is submitted again up
         to ``crash_retries`` times (resuming its checkpoint) before it is failed; a busy run is
@@ -240,7 +244,7 @@ class RayExecutor:
             runs_at_once=None,  # the cluster places tasks: who shares a node is not known here
             data_dir=Path(self.execution.data_dir or DEFAULT_DATA_DIR).resolve(),
         )
-        queue = RunQueue(specs, follow_up, self._slots)
+        queue = RunQueue(specs, follow_up, self._slots, expected)
         report = queue.report
         crashes: dict[int, int] = {}
         later: list[tuple[float, int]] = []  # (time, index): busy runs to submit again
@@ -254,9 +258,7 @@ class RayExecutor:
         def settle(i: int, out: RunOutcome, seconds: float | None = None) -> None:
             added = queue.settle(i, out, seconds)
             report.running = min(len(pending), self._slots)
-            if out.status == "failed":
-                self.echo(f"FAILED {out.spec.label()}: {(out.error or '').splitlines()[0]}")
-            self.echo(f"{out.status}: {out.spec.label()} | {queue.line()}")
+            self.echo(f"{outcome_line(out, self.verbose)} | {queue.line()}")
             for j in added:
                 submit(j)
 

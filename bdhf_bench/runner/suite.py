@@ -321,4 +321,8 @@ def run_suite(
         echo(f"selected on validation for {plan.entry.name} on {plan.problem.name}: {best}")
         return plan.final_specs(best)
 
-    return executor.run(flat + list(suite.runs), store, follow_up)
+    # the final runs' stand-ins: their kind is known now, their setting after the search
+    expected = [
+        plan.spec(plan.settings[0], seed) for plan in suite.tunings for seed in plan.final_seeds
+    ]
+    return executor.run(flat + list(suite.runs), store, follow_up, expected)

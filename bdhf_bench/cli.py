@@ -250,6 +250,12 @@ def _executor_options(func):
             help="Ray cluster to join (default: start a local one for this command).",
         ),
         click.option(
+            "--verbose",
+            "-v",
+            is_flag=True,
+            help="Progress lines name every hyperparameter (default: those off their defaults).",
+        ),
+        click.option(
             "--emit-slurm",
             type=click.Path(dir_okay=False, path_type=Path),
             metavar="FILE",
@@ -282,6 +288,7 @@ def _executor(
     data_dir,
     quiet: bool,
     machine: _Machine,
+    verbose: bool = False,
 ):
     """The executor for --executor: LocalExecutor, or a started RayExecutor (so that a missing
     Ray or an unreachable cluster fails before any run), closed with the command."""
@@ -291,13 +298,15 @@ def _executor(
         if address is not None:
             raise BadInput("--address is for --executor ray")
         execution = machine.execution(_device(device), data_dir, not quiet and workers == 1)
-        return LocalExecutor(workers, execution, echo=click.echo)
+        return LocalExecutor(workers, execution, echo=click.echo, verbose=verbose)
     from .runner.ray_executor import RayClusterError, RayExecutor, RayUnavailableError
 
     if workers != 1:
         raise BadInput("--workers is for --executor local; Ray runs as many as the cluster fits")
     execution = machine.execution(torch.device("cpu"), data_dir, progress=False)
-    executor = RayExecutor(execution, address, echo=click.echo, device=_device_name(device))
+    executor = RayExecutor(
+        execution, address, echo=click.echo, device=_device_name(device), verbose=verbose
+    )
     try:
         executor.start()
     except (RayUnavailableError, RayClusterError) as exc:
@@ -593,6 +602,7 @@ def tune(
     workers: int,
     executor_kind: str,
     address: str | None,
+    verbose: bool,
     emit_slurm: Path | None,
     batch_size: int | None,
     epochs: int | None,
@@ -690,6 +700,7 @@ def tune(
         data_dir,
         quiet,
         machine,
+        verbose,
     )
     store = _store(output_dir)
     click.echo(f"search: {len(settings)} settings of {entry.name} on {prob.name}")
@@ -788,6 +799,7 @@ def leaderboard(
     workers: int | None,
     executor_kind: str,
     address: str | None,
+    verbose: bool,
     emit_slurm: Path | None,
     device: str | None,
     data_dir: Path | None,
@@ -844,6 +856,7 @@ def leaderboard(
         data_dir,
         quiet,
         machine,
+        verbose,
     )
     store = _store(results)
     started = time.monotonic()

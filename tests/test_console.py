@@ -69,3 +69,9 @@ def test_a_tuned_suite_counts_every_run_from_the_start_and_prints_each_once(tmp_
     (reused,) = [line for line in tally if line.startswith("reused: ")]
     assert reused.startswith("reused: tiny_mlp / adam") and "seed 1" in reused
     assert all("beta2=" not in line and " s, " in line and "grad-eq" in line for line in tally)
+    again = cli(
+        "leaderboard", "--suite", str(tmp_path / "s.toml"), "--results", str(tmp_path / "r"),
+        "--out", str(tmp_path / "report"), "--device", "cpu", "--verbose",
+    )  # fmt: skip
+    reused = [line for line in again.output.splitlines() if line.startswith("reused: ")]
+    assert len(reused) == 6 and all("beta2=" in line for line in reused if "adam" in line)

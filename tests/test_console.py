@@ -75,3 +75,28 @@ def test_a_tuned_suite_counts_every_run_from_the_start_and_prints_each_once(tmp_
     )  # fmt: skip
     reused = [line for line in again.output.splitlines() if line.startswith("reused: ")]
     assert len(reused) == 6 and all("beta2=" in line for line in reused if "adam" in line)
+
+
+def test_a_run_that_will_take_minutes_says_so_after_its_first_steps(monkeypatch):
+    """Three steps of 2 s each: 1,000 steps take about 33 minutes, said once, with how to
+    shorten it; a run of 20 such steps (40 s) says nothing."""
+    import io
+
+    from bdhf_bench.runner import progress as progress_module
+
+    clock = [100.0]
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: clock[0])
+
+    def lines(total: int) -> list[str]:
+        stream = io.StringIO()
+        progress = progress_module.Progress("p/hf seed 1", total, stream=stream)
+        progress._stop.set()  # no watcher thread under a fake clock
+        for step in range(1, 8):
+            clock[0] += 2.0
+            progress.update(step, step / 10, None, 2.0 * step)
+        return [line for line in stream.getvalue().splitlines() if "first steps' pace" in line]
+
+    (line,) = lines(1000)
+    assert line.startswith("p/hf seed 1: about 33m20s for 1000 steps at the first steps' pace")
+    assert "--steps or --epochs shorten it" in line
+    assert lines(20) == []

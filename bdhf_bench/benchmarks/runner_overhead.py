@@ -57,9 +57,11 @@ def command(repeats: int, device: torch.device, threads: int | None) -> None:
     """The runner's Adam epoch on mnist_mlp against a bare loop (target: <= 10% overhead)."""
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
+        click.echo("writing a 60,000-image data set in MNIST's format (a temporary folder)...")
         write_random_mnist(data_dir)
         ours, bare = [], []
         for i in range(repeats):
+            click.echo(f"round {i + 1}/{repeats}: an epoch of the bare loop, then the runner's")
             bare.append(bare_epoch(data_dir, device, seed=i))
             ours.append(runner_epoch(data_dir, device, seed=i))
     r, b = statistics.median(ours), statistics.median(bare)

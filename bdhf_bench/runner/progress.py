@@ -21,6 +21,10 @@ LOG_INTERVAL = 10.0
 TTY_INTERVAL = 0.2
 SLOW_STEP = 5.0
 """A step running longer than this reports itself."""
+ESTIMATE_AFTER = (3, 2.0)
+"""Steps and seconds after which a run's whole length is estimated, once."""
+LONG_RUN = 60.0
+"""A run estimated to train longer than this says so, with how to shorten it."""
 
 
 def _duration(seconds: float) -> str:
@@ -57,6 +61,7 @@ class Progress:
         self._last = 0.0
         self._start_step = start_step
         self._start_time = time.perf_counter()
+        self._estimated = False
         self.loss: float | None = None
         """The last mini-batch loss read back (shown until the next one)."""
         self._lock = threading.Lock()
@@ -97,6 +102,7 @@ class Progress:
         if not self.enabled:
             return
         now = time.perf_counter()
+        self._estimate(step, now)
         if now - self._last < self.interval:
             return
         rate = (step - self._start_step) / max(now - self._start_time, 1e-9)
@@ -129,6 +135,21 @@ class Progress:
                 with self._lock:
                     self.stream.write("\n")
                     self.stream.flush()
+
+    def _estimate(self, step: int, now: float) -> None:
+        """Once the first steps are timed: a line when the whole run will take minutes."""
+        done, elapsed = step - self._start_step, now - self._start_time
+        if self._estimated or not self.total or done < ESTIMATE_AFTER[0]:
+            return
+        if elapsed < ESTIMATE_AFTER[1] and done < self.total - self._start_step:
+            return
+        self._estimated = True
+        left = (self.total - step) * elapsed / done
+        if elapsed + left > LONG_RUN:
+            self.message(
+                f"about {_duration(elapsed + left)} for {self.total - self._start_step} steps at "
+                "the first steps' pace (--steps or --epochs shorten it; Ctrl-C keeps a checkpoint)"
+            )
 
     # -- output ----------------------------------------------------------------------------------
 

@@ -115,7 +115,7 @@ def test_the_figure_plots_those_numbers_log_log(results):
     # the miss at 200 breaks hf's line: no segment joins 100 and 400 across it
     assert lines["hf"][0] == [100, 10] and lines["hf"][2] == [400, 10]
     assert lines["hf"][1][0] == 200 and math.isnan(lines["hf"][1][1])
-    assert lines["hf: miss"] == [[200, 1.5 * 30]]  # above the largest finite median
+    assert lines["hf: not reached"] == [[200, 1.5 * 30]]  # above the largest finite median
     # under a decade of updates (10 to 30): the 1-2-5 values inside it are labelled, as numbers
     formatter = ax.yaxis.get_major_formatter()
     assert [(v, formatter(v, i)) for i, v in enumerate(ax.get_yticks())] == [(10, "10"), (20, "20")]

@@ -123,3 +123,38 @@ def test_headline_comes_first_and_every_figure_decodes(page) -> None:
         "{}x{}".format(*_png_size(p.read_bytes())) for p in summary.written if p.suffix == ".png"
     ]
     assert sorted(decoded.group(1).split()) == sorted(expected)
+
+
+# the top of the winner table and of the time-to-target overview, in a 1280-wide window
+FIRST_SCREEN_PROBE = (
+    "<script>window.addEventListener('load', () => { const p = document.createElement('pre');"
+    "p.id = 'tops'; const table = document.querySelector('table');"
+    "const bars = Array.from(document.images).find(i => i.alt.startsWith('every problem'));"
+    "p.textContent = [table, bars].map(e => e ? Math.round(e.getBoundingClientRect().top + "
+    "Math.min(200, e.getBoundingClientRect().height)) : -1).join(' ');"
+    "document.body.appendChild(p); });</script></body>"
+)
+
+
+def test_the_first_screen_holds_the_winner_grid_and_the_bars(page) -> None:
+    """In a 1280 x 1200 window the winner grid's first rows and the first 200 pixels of the
+    time-to-target bars are on screen before any scrolling."""
+    browser, base, summary = page
+    probe = base / "out" / "first.html"
+    probe.write_text(
+        summary.html.read_text(encoding="utf-8").replace("</body>", FIRST_SCREEN_PROBE, 1)
+    )
+    dom = _run(
+        browser,
+        base / "profile-first",
+        "--window-size=1280,1200",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        probe.as_uri(),
+    )
+    tops = re.search(r'<pre id="tops">([^<]*)</pre>', dom)
+    assert tops, "the probe did not run"
+    table, bars = (int(v) for v in tops.group(1).split())
+    assert 0 < table < 1200 and 0 < bars <= 1200, (table, bars)
+    first_table = dom.split("<table", 1)[1].split("</table>", 1)[0]
+    assert "fewest updates to target" in first_table

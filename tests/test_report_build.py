@@ -53,6 +53,8 @@ def test_every_figure_is_written_and_not_blank(report) -> None:
             f"curves_{P2}.png",
             f"time_to_target_{P1}.png",
             f"time_to_target_{P2}.png",
+            "time_to_target_overview.png",
+            "profile_updates.png",
             "profile_seconds.png",
             "profile_gradient_equivalents.png",
             f"curvature_{P1}.png",
@@ -98,7 +100,7 @@ def test_html_is_self_contained_and_embeds_its_images(report) -> None:
     assert {"html", "head", "body", "table", "img"} <= page.tags
     assert "script" not in page.tags and "link" not in page.tags
     assert page.external == []
-    assert len(page.images) == 7
+    assert len(page.images) == 9
     for src in page.images:
         head, data = src.split(",", 1)
         assert head == "data:image/png;base64"
@@ -240,6 +242,8 @@ def test_a_second_report_removes_its_stale_figures_and_notes_mixed_targets(tmp_p
         "curves_old_problem.png",
         "profile_gradient_equivalents.png",
         "profile_seconds.png",
+        "profile_updates.png",
         "time_to_target_old_problem.png",
+        "time_to_target_overview.png",
     ]
     assert any("2 different targets" in note for note in second.notes)

@@ -16,6 +16,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from .baselines import LABEL
 
@@ -29,7 +30,7 @@ X_AXES = {
 CURVE_AXES = ("step", "train_seconds", "gradient_equivalents")
 """The learning curves' x axes: the three units a time to target is counted in."""
 BASELINE_COLOR = "0.45"
-MISS_LABEL = "miss"
+MISS_LABEL = "not reached"
 SHORT_CITATION = "Schneider, Balles, Hennig, ICLR 2019"
 
 
@@ -255,24 +256,69 @@ def learning_curves(
 
 
 def _bars(ax: Axes, labels: list[str], values: list[float], notes: list[str], colors: list) -> None:
+    """Vertical bars of the finite values; a miss is no bar but a marker at the top of the axis
+    and "not reached" in readable type (a bar would read as a time)."""
     finite = [v for v in values if math.isfinite(v)]
-    cap = 1.15 * max(finite) if finite and max(finite) > 0 else 1.0
-    heights = [v if math.isfinite(v) else cap for v in values]
+    top = 1.15 * max(finite) if finite and max(finite) > 0 else 1.0
+    heights = [v if math.isfinite(v) else 0.0 for v in values]
     bars = ax.bar(labels, heights, color=colors)
-    for bar, value, note in zip(bars, values, notes):
-        if not math.isfinite(value):
-            bar.set_hatch("//")
-            bar.set_alpha(0.45)
-        text = f"{value:.3g}" if math.isfinite(value) else MISS_LABEL
-        ax.annotate(
-            f"{text}\n{note}" if note else text,
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-            ha="center",
-            va="bottom",
-            fontsize="x-small",
-        )
-    ax.set_ylim(0, cap * 1.3)
+    for bar, value, note, color in zip(bars, values, notes, colors):
+        x = bar.get_x() + bar.get_width() / 2
+        if math.isfinite(value):
+            text = f"{value:.3g}\n{note}" if note else f"{value:.3g}"
+            ax.annotate(text, (x, value), ha="center", va="bottom", fontsize="small")
+            continue
+        ax.plot([x], [top], marker="^", markersize=11, color=color, clip_on=False)
+        text = f"{MISS_LABEL}\n{note}" if note else MISS_LABEL
+        ax.annotate(text, (x, top * 0.97), ha="center", va="top", fontsize="small")
+    ax.set_ylim(0, top * 1.3)
     ax.tick_params(axis="x", labelrotation=20)
+
+
+def time_to_target_overview(
+    workloads: Sequence[tuple[str, pd.DataFrame]],
+    colors: dict[str, tuple[float, float, float]],
+    machine: str = "",
+) -> Figure:
+    """Every problem's median time to target in one figure, a row per problem and a column per
+    unit, horizontal bars; a miss is a marker at the axis end, labelled "not reached"."""
+    units = [
+        ("steps_to_target", "updates"),
+        ("seconds_to_target", "training seconds"),
+        ("gradient_equivalents_to_target", "gradient-equivalents"),
+    ]
+    heights = [0.9 + 0.32 * len(rows) for _, rows in workloads]
+    fig = Figure(figsize=(12.0, sum(heights) + 0.6), layout="constrained")
+    axes = fig.subplots(len(workloads), len(units), squeeze=False, height_ratios=heights)
+    for r, (workload, rows) in enumerate(workloads):
+        rows = rows.sort_values("optimizer", ascending=False)
+        names = list(rows["optimizer"].astype(str))
+        for c, (column, unit) in enumerate(units):
+            ax = axes[r, c]
+            values = [float(v) for v in rows[column]]
+            finite = [v for v in values if math.isfinite(v)]
+            right = 1.25 * max(finite) if finite and max(finite) > 0 else 1.0
+            for y, (name, value) in enumerate(zip(names, values)):
+                color = colors.get(name, "C0")
+                if math.isfinite(value):
+                    ax.barh(y, value, color=color, height=0.7)
+                    ax.annotate(f" {value:.3g}", (value, y), va="center", fontsize="small")
+                else:
+                    ax.plot([right], [y], marker=">", markersize=9, color=color, clip_on=False)
+                    ax.annotate(
+                        f"{MISS_LABEL} ", (right, y), va="center", ha="right", fontsize="small"
+                    )
+            ax.set_yticks(range(len(names)), names if c == 0 else [""] * len(names))
+            ax.set_xlim(0, right * 1.02)
+            ax.grid(axis="x", color="0.9")
+            ax.set_axisbelow(True)
+            if r == 0:
+                ax.set_title(unit, fontsize="medium")
+            if c == 0:
+                ax.set_ylabel(workload, fontsize="medium")
+    title = "Median time to target over seeds (a miss counts as infinite: not reached)"
+    fig.suptitle(title + (f"; seconds on {machine}" if machine else ""), fontsize="medium")
+    return fig
 
 
 def time_to_target_bars(
@@ -282,7 +328,8 @@ def time_to_target_bars(
     baselines: pd.DataFrame | None = None,
     machine: str = "",
 ) -> bytes:
-    """Median updates, seconds and gradient-equivalents to target per optimizer; misses hatched.
+    """Median updates, seconds and gradient-equivalents to target per optimizer; a miss is a
+    marker, not a bar.
     With DeepOBS baselines an epochs panel is added, the unit of DeepOBS's ``speed``."""
     panels = [
         ("steps_to_target", "updates"),
@@ -326,29 +373,40 @@ def profile_figure(
     time_name: str,
     colors: dict[str, tuple[float, float, float]],
     note: str = "",
-) -> bytes:
-    """rho(tau) per optimizer: the fraction of problems solved within tau times the best
-    (``note``, under the title: where the seconds were measured)."""
-    fig, axes = _new_figure(1, 1, 6.0, 4.0)
+) -> Figure:
+    """rho(tau) per optimizer on a log tau axis out to the largest ratio (``note``, under the
+    title: where the seconds were measured). Lines that coincide (two optimizers with the same
+    ratios) are drawn a hair apart in their own dash style, so each one shows."""
+    fig, axes = _new_figure(1, 1, 6.4, 4.2)
     ax = axes[0, 0]
     taus = [float(t) for t in profile.columns]
-    for optimizer, row in profile.iterrows():
+    styles = ("-", "--", "-.", ":")
+    n = len(profile.index)
+    for k, (optimizer, row) in enumerate(profile.iterrows()):
+        offset = (k - (n - 1) / 2) * 0.012
         ax.step(
             taus,
-            row.to_numpy(),
+            row.to_numpy() + offset,
             where="post",
             label=str(optimizer),
             color=colors.get(str(optimizer), "C0"),
+            linestyle=styles[k % len(styles)],
             linewidth=2,
         )
-    ax.set_xlim(1.0, max(taus) if taus else 4.0)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel(f"tau: ratio of {time_name}-to-target to the best optimizer's")
+    ax.set_xscale("log")
+    right = max(taus) if taus else 4.0
+    ax.set_xlim(1.0, right)
+    ticks = [t for t in (1, 1.5, 2, 3, 4, 6, 10, 20, 40, 100, 200, 400, 1000) if t <= right]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.axvline(4.0, color="0.6", linewidth=0.8, linestyle=":")
+    ax.set_ylim(-0.04, 1.04)
+    ax.set_xlabel(f"tau: ratio of {time_name}-to-target to the best optimizer's (log)")
     ax.set_ylabel("fraction of problems")
-    ax.legend(loc="lower right")
-    title = f"Performance profile ({time_name}; AlgoPerf style, tau <= 4)"
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    title = f"Performance profile ({time_name}); the score integrates to tau = 4 (dotted)"
     ax.set_title(f"{title}\n{note}" if note else title, fontsize="medium")
-    return _png(fig)
+    return fig
 
 
 def curvature_figure(

@@ -4,9 +4,11 @@ t[o, p]: optimizer o's median time-to-target on problem p (its validation-select
 +inf when missed, see aggregate.py). r[o, p] = t[o, p] / min_o' t[o', p]: 1 for the fastest, +inf
 for a miss; on a problem that every optimizer missed, every ratio is +inf. An optimizer with no
 run on a problem that others have a target on gets +inf there. rho_o(tau) = (number of problems
-with r[o, p] <= tau) / (number of problems), tau in [1, 4] (AlgoPerf's r_max = 4). The score is
-AlgoPerf's normalised integral (1 / (4 - 1)) * integral_1^4 rho_o(tau) dtau, computed exactly for
-the step function: mean over problems of max(0, 4 - r[o, p]) / 3.
+with r[o, p] <= tau) / (number of problems). The curve runs from tau = 1 to the largest finite
+ratio (at least 4), on a log axis, so an optimizer 5 to 20 times slower than the best still
+shows a line instead of a flat zero. The score stays AlgoPerf's, capped at r_max = 4: the
+normalised integral (1 / (4 - 1)) * integral_1^4 rho_o(tau) dtau, computed exactly for the step
+function: mean over problems of max(0, 4 - r[o, p]) / 3.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import pandas as pd
 
 MAX_TAU = 4.0
 PROFILE_TIMES = {
+    "updates": "steps_to_target",
     "seconds": "seconds_to_target",
     "gradient_equivalents": "gradient_equivalents_to_target",
 }
-"""Profile name -> the summary column it is built from (training seconds is the default)."""
+"""Profile name -> the summary column it is built from."""
 
 
 def time_matrix(summary: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -57,16 +60,26 @@ def performance_ratios(times: pd.DataFrame) -> pd.DataFrame:
     return ratios
 
 
-def default_taus(points: int = 301) -> np.ndarray:
-    """tau from 1 to :data:`MAX_TAU`, evenly spaced."""
-    return np.linspace(1.0, MAX_TAU, points)
+def default_taus(points: int = 301, largest: float = MAX_TAU) -> np.ndarray:
+    """tau from 1 to ``largest`` (at least :data:`MAX_TAU`), evenly spaced in log tau."""
+    top = max(MAX_TAU, float(largest))
+    return np.geomspace(1.0, top, points)
+
+
+def largest_ratio(ratios: pd.DataFrame) -> float:
+    """The largest finite ratio (1 when there is none)."""
+    values = ratios.to_numpy(dtype=float).ravel()
+    finite = values[np.isfinite(values)]
+    return float(finite.max()) if finite.size else 1.0
 
 
 def profile_taus(ratios: pd.DataFrame, points: int = 301) -> np.ndarray:
-    """The even grid plus every ratio in [1, MAX_TAU], so the drawn steps fall where they are."""
+    """The log-spaced grid out to 5% past the largest finite ratio, plus every ratio, so each
+    drawn step falls where it is."""
+    top = max(MAX_TAU, 1.05 * largest_ratio(ratios))
     values = ratios.to_numpy(dtype=float).ravel()
-    inside = values[(values >= 1.0) & (values <= MAX_TAU)]
-    return np.union1d(default_taus(points), inside)
+    inside = values[(values >= 1.0) & (values <= top)]
+    return np.union1d(default_taus(points, top), inside)
 
 
 def performance_profile(ratios: pd.DataFrame, taus: np.ndarray | None = None) -> pd.DataFrame:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .. import __version__
@@ -31,6 +32,7 @@ from .profiles import (
     time_matrix,
 )
 from .tracks import track_block, track_table
+from .winners import winner_table
 from .writer import FIGURES, ReportWriter
 
 TITLE = "bdhf-bench leaderboard"
@@ -54,10 +56,11 @@ RULES = (
 )
 PROFILE_TEXT = (
     "AlgoPerf style: for each problem, r = an optimizer's median time to target divided by the "
-    "best optimizer's; the curve is the fraction of problems with r <= tau, tau from 1 to 4; a "
-    "miss (or no run) never counts as solved. Score: the normalised area under the curve (1 is "
-    "best on every problem). Time: training seconds (device-synchronised, evaluations "
-    "excluded); also gradient-equivalents."
+    "best optimizer's; the curve is the fraction of problems with r <= tau, tau from 1 to the "
+    "largest finite ratio on a log axis; a miss (or no run) never counts as solved. Score: "
+    "AlgoPerf's normalised area under the curve from 1 to 4 (1 is best on every problem). Time: "
+    "updates, training seconds (device-synchronised, evaluations excluded) and "
+    "gradient-equivalents."
 )
 
 
@@ -157,6 +160,22 @@ class ReportSections:
         """First on the page: per problem and budget, who gets to the target first in each unit
         and whether it exceeds the seeds' spread, in sentences computed from the numbers."""
         section = self.doc.add(HEADLINE)
+        workloads = self.workloads()
+        if any(rows["n_with_target"].gt(0).any() for _, rows in workloads):
+            section.blocks.append(winner_table(workloads, self.loaded.runs))
+        reached = [
+            np.isfinite(rows["steps_to_target"].astype(float)).any() for _, rows in workloads
+        ]
+        if any(reached):
+            image = self.figure(
+                "time_to_target_overview",
+                "every problem's median time to target",
+                figures.time_to_target_overview,
+                workloads,
+                self.colors,
+                tables.machines(self.summary),
+            )
+            section.blocks.extend([image] if image else [])
         if self.mixed:
             listed = "; ".join(f"{p}: {', '.join(b)}" for p, b in self.mixed.items())
             section.blocks.append(

@@ -18,6 +18,8 @@ def _tracks(tmp_path: Path) -> tuple[Path, Path]:
         write_run(tuned, optimizer="adam", hps={"lr": 0.01}, seed=seed, reached_seconds=5.0)
         write_run(tuned, optimizer="bdhf", hps={"damping": 10.0}, seed=seed, reached_seconds=2.0)
         write_run(tuned, optimizer="hf", seed=seed, reached_seconds=1.0)  # only tuned
+        write_run(tuned, optimizer="momentum", seed=seed, reached_seconds=None)  # tuned missed
+        write_run(untuned, optimizer="momentum", seed=seed, reached_seconds=2.5)
         # untuned: Adam at step 20; BDHF on one seed of three; SGD only here
         write_run(untuned, optimizer="adam", hps={"lr": 0.001}, seed=seed, reached_seconds=10.0)
         bdhf_reached = 3.0 if seed == 1 else None
@@ -48,6 +50,7 @@ def test_the_page_compares_each_optimizer_untuned_with_tuned(tmp_path):
     assert _row(page, "bdhf")[2:5] == ["4 (3/3)", "∞ (1/3)", "∞"]
     assert _row(page, "sgd")[2:5] == ["–", "3 (3/3)", "–"]
     assert _row(page, "hf")[2:5] == ["2 (3/3)", "–", "–"]
+    assert _row(page, "momentum")[2:5] == ["∞ (0/3)", "5 (3/3)", "–"]
     assert (out / "tables" / "tracks.csv").is_file()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from .document import Table
@@ -35,7 +36,9 @@ def track_table(untuned: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
     ratio = table["untuned_steps_to_target"].astype(float) / table["tuned_steps_to_target"].astype(
         float
     )
-    table["updates_ratio"] = ratio.where(table["tuned_steps_to_target"].astype(float) > 0)
+    tuned = table["tuned_steps_to_target"].astype(float)
+    # a ratio only where the tuned setting got there (a tuned miss has nothing to divide by)
+    table["updates_ratio"] = ratio.where((tuned > 0) & np.isfinite(tuned))
     return table.sort_values(TRACK_KEYS, kind="mergesort").reset_index(drop=True)
 
 
@@ -47,7 +50,7 @@ def _to_target(value: float, reached: float, total: float) -> str:
 
 
 def _ratio(value: float) -> str:
-    if isinstance(value, float) and math.isnan(value):
+    if math.isnan(value):
         return "–"
     return "∞" if math.isinf(value) else f"{value:.2f}×"
 

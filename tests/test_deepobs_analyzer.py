@@ -164,7 +164,7 @@ def test_a_folder_in_the_older_layout_is_moved_once_and_resumed(results: Path, t
     assert res.exit_code == 0, res.output
     assert "moved 2 problem folder(s) of the older layout (quadratic_deep, tiny_mlp)" in res.stderr
     # Both seeds were found finished through their old records: nothing ran again.
-    assert [line.split(":")[0] for line in res.stdout.splitlines()] == ["skipped", "skipped"]
+    assert [line.split(":")[0] for line in res.stdout.splitlines()] == ["reused", "reused"]
     assert sorted(p.name for p in old.iterdir()) == ["_diverged", "_runs", "deepobs"]
     after = sorted(p.relative_to(old).as_posix() for p in result_files(old))
     assert after == sorted(
@@ -174,7 +174,7 @@ def test_a_folder_in_the_older_layout_is_moved_once_and_resumed(results: Path, t
     assert sorted({problem for problem, _ in table.index}) == ["quadratic_deep", "tiny_mlp"]
     again = cli("run", "-p", "tiny_mlp", "-o", "sgd", *SEEDS, *STEPS, "--output-dir", str(old))
     assert again.exit_code == 0 and "moved" not in again.stderr
-    assert [line.split(":")[0] for line in again.stdout.splitlines()] == ["skipped", "skipped"]
+    assert [line.split(":")[0] for line in again.stdout.splitlines()] == ["reused", "reused"]
 
 
 def test_the_deepobs_tree_is_refused_as_a_results_folder(results: Path) -> None:

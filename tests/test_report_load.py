@@ -217,3 +217,33 @@ def test_malformed_minibatch_losses_are_skipped_with_a_reason(tmp_path: Path) ->
     write_doc(root, doc)
     skipped = load_results([root]).skipped
     assert [s.reason for s in skipped] == ["minibatch_train_losses[1] is not a number ('2.0')"]
+
+
+def test_per_update_losses_are_read_again_only_for_the_runs_asked(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The loader keeps no per-update rows (a 30,000-run folder has tens of millions): each
+    file is parsed once to load, and ``steps_for`` parses only the runs it is given."""
+    from bdhf_bench.report import load as load_module
+
+    root = tmp_path / "results"
+    for seed in (1, 2, 3):
+        write_run(root, seed=seed, minibatch=[1.0, 0.5, 0.25])
+    parsed: list[str] = []
+    real = load_module._read
+
+    def counting(path, under_diverged):
+        parsed.append(Path(path).name)
+        return real(path, under_diverged)
+
+    monkeypatch.setattr(load_module, "_read", counting)
+    loaded = load_results([root])
+    assert len(parsed) == 3
+    wanted = loaded.runs.loc[loaded.runs["seed"] == 2, "run_id"]
+    steps = loaded.steps_for(wanted)
+    assert len(parsed) == 4 and "random_seed__2" in parsed[-1]
+    assert steps["seed"].tolist() == [2, 2, 2] and steps["minibatch_loss"].tolist() == [
+        1.0,
+        0.5,
+        0.25,
+    ]

@@ -73,15 +73,35 @@ class SkippedFile:
 
 @dataclass
 class LoadedResults:
-    """What :func:`load_results` found: the frames plus every file it did not use."""
+    """What :func:`load_results` found: the frames plus every file it did not use.
+
+    The per-update losses are not held: a 30,000-run folder has tens of millions of them, and
+    the page draws only the selected settings' runs. ``steps_for`` reads those runs' files
+    again; ``steps`` reads every run's."""
 
     runs: pd.DataFrame
     evaluations: pd.DataFrame
     skipped: list[SkippedFile] = field(default_factory=list)
     reduced: list[SkippedFile] = field(default_factory=list)
     """DeepOBS-only files, loaded without timing, pass counts or target."""
-    steps: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=STEP_COLUMNS))
-    """One row per logged update (``minibatch_train_losses``); see :func:`step_rows`."""
+    sources: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    """run_id -> (its file, whether it lies under ``_diverged/``), to read its steps again."""
+
+    def steps_for(self, run_ids: Iterable[str]) -> pd.DataFrame:
+        """One row per logged update (``minibatch_train_losses``) of the runs ``run_ids``, in
+        load order; see :func:`step_rows`."""
+        wanted = set(run_ids)
+        found = []
+        for run_id, (path, under_diverged) in self.sources.items():
+            if run_id in wanted:
+                record = _read(Path(path), under_diverged)
+                found.append((record, _ids(run_id, record)))
+        return _step_frame(found)
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        """Every run's per-update rows (reads every file again: for small folders and tests)."""
+        return self.steps_for(self.sources)
 
 
 def format_value(value: Any) -> str:
@@ -300,7 +320,11 @@ def _base(record: RunRecord, path: Path, root: Path, rel: str) -> dict[str, Any]
 
 
 def _frame(rows: list[dict[str, Any]], leading: list[str]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(rows)
+    return _frame_order(pd.DataFrame.from_records(rows), leading)
+
+
+def _frame_order(frame: pd.DataFrame, leading: list[str]) -> pd.DataFrame:
+    """``leading`` columns first, then the hyperparameter columns sorted, then the rest."""
     hp_columns = sorted(c for c in frame.columns if c.startswith(HP_PREFIX))
     rest = [c for c in frame.columns if c not in leading and c not in hp_columns]
     return frame[[c for c in leading if c in frame.columns] + hp_columns + rest]
@@ -331,24 +355,81 @@ def _walk(roots: list[Path], skipped: list[SkippedFile]) -> Iterator[tuple[Path,
                 yield root, path
 
 
-def _newest_per_seed(
-    found: list[tuple[RunRecord, dict[str, Any]]], skipped: list[SkippedFile]
-) -> list[tuple[RunRecord, dict[str, Any]]]:
-    """One file per (problem, optimizer, setting, seed): the one whose name sorts last (the
-    runner's names end in a timestamp); the others are listed as skipped, never double-counted."""
-    groups: dict[tuple, list[tuple[RunRecord, dict[str, Any]]]] = {}
-    for record, base in found:
+@dataclass
+class _Loaded:
+    """One file's contribution, compact: its run row and its evaluations as columns (the
+    record itself, with its per-update losses, is dropped as soon as these are made)."""
+
+    base: dict[str, Any]
+    row: dict[str, Any]
+    evaluations: dict[str, np.ndarray]
+    source: tuple[str, bool]
+
+    @property
+    def order(self) -> tuple[str, str]:
+        """Newest last: the runner's file names end in a timestamp."""
+        return (Path(self.base["path"]).name, self.base["path"])
+
+
+def _compact(record: RunRecord, base: dict[str, Any], under_diverged: bool) -> _Loaded:
+    evaluations = {
+        key: np.asarray([e[key] for e in record.evaluations], dtype=float)
+        for key in record.evaluations[0]
+    }
+    return _Loaded(base, run_row(record, base), evaluations, (base["path"], under_diverged))
+
+
+def _newest_per_seed(found: Iterable[_Loaded], skipped: list[SkippedFile]) -> list[_Loaded]:
+    """One file per (problem, optimizer, setting, seed): the one whose name sorts last; the
+    others are listed as skipped, never double-counted. Older copies are dropped as they are
+    met, so memory holds one file's numbers per run."""
+    newest: dict[tuple, _Loaded] = {}
+    older: dict[tuple, list[tuple[tuple[str, str], str]]] = {}
+    for item in found:
+        base = item.base
         key = (base["problem"], base["optimizer"], base["setting"], base["seed"])
-        groups.setdefault(key, []).append((record, base))
-    kept = []
-    for members in groups.values():
-        members.sort(key=lambda item: (Path(item[1]["path"]).name, item[1]["path"]))
-        newest = members[-1]
-        for _, base in members[:-1]:
-            reason = f"same problem, optimizer, setting and seed as {newest[1]['path']} (newer)"
-            skipped.append(SkippedFile(base["path"], reason))
-        kept.append(newest)
-    return kept
+        if key not in newest:
+            newest[key], older[key] = item, []
+            continue
+        kept = newest[key]
+        if item.order >= kept.order:
+            older[key].append((kept.order, kept.base["path"]))
+            newest[key] = item
+        else:
+            older[key].append((item.order, base["path"]))
+    for key, item in newest.items():
+        for _, path in sorted(older[key]):
+            reason = f"same problem, optimizer, setting and seed as {item.base['path']} (newer)"
+            skipped.append(SkippedFile(path, reason))
+    return list(newest.values())
+
+
+def _evaluation_frame(kept: Sequence[_Loaded]) -> pd.DataFrame:
+    """One row per evaluation, built column by column (a dict per row costs ~2 KB, which a
+    30,000-run folder cannot afford); a column a run lacks is NaN there, as in
+    ``DataFrame.from_records``."""
+    counts = [next(iter(item.evaluations.values())).size for item in kept]
+    names: dict[str, None] = {}
+    for item in kept:
+        names.update(dict.fromkeys(item.base))
+    names["evaluation"] = None
+    for item in kept:
+        names.update(dict.fromkeys(item.evaluations))
+    columns: dict[str, Any] = {}
+    for name in names:
+        if name == "evaluation":
+            columns[name] = np.concatenate([np.arange(n) for n in counts])
+        elif name in kept[0].evaluations or any(name in item.evaluations for item in kept):
+            columns[name] = np.concatenate(
+                [item.evaluations.get(name, np.full(n, math.nan)) for item, n in zip(kept, counts)]
+            )
+        else:
+            values: list[Any] = []
+            for item, n in zip(kept, counts):
+                values.extend([item.base.get(name, math.nan)] * n)
+            columns[name] = values
+    frame = pd.DataFrame(columns)
+    return _frame_order(frame, [*ID_COLUMNS, "evaluation", *EVAL_COLUMNS])
 
 
 def load_results(results_dirs: Sequence[str | os.PathLike[str]]) -> LoadedResults:
@@ -358,33 +439,42 @@ def load_results(results_dirs: Sequence[str | os.PathLike[str]]) -> LoadedResult
     """
     skipped: list[SkippedFile] = []
     reduced: list[SkippedFile] = []
-    found: list[tuple[RunRecord, dict[str, Any]]] = []
-    for root, path in _walk(_roots(results_dirs), skipped):
-        under_diverged = DIVERGED_DIR in Path(os.path.abspath(path)).parts
-        try:
-            record = _read(path, under_diverged)
-        except Foreign as err:
-            skipped.append(SkippedFile(str(path), str(err)))
-            continue
-        if record.kind == KIND_DEEPOBS:
-            note = "DeepOBS-only file: curves only (no timing or target)"
-            reduced.append(SkippedFile(str(path), note))
-        found.append((record, _base(record, path, root, path.relative_to(root).as_posix())))
-    found = _newest_per_seed(found, skipped)
-    if not found:
+
+    def read_all() -> Iterator[_Loaded]:
+        for root, path in _walk(_roots(results_dirs), skipped):
+            under_diverged = DIVERGED_DIR in Path(os.path.abspath(path)).parts
+            try:
+                record = _read(path, under_diverged)
+            except Foreign as err:
+                skipped.append(SkippedFile(str(path), str(err)))
+                continue
+            if record.kind == KIND_DEEPOBS:
+                note = "DeepOBS-only file: curves only (no timing or target)"
+                reduced.append(SkippedFile(str(path), note))
+            base = _base(record, path, root, path.relative_to(root).as_posix())
+            yield _compact(record, base, under_diverged)
+
+    kept = _newest_per_seed(read_all(), skipped)
+    if not kept:
         runs, evaluations = _empty_frames()
         return LoadedResults(runs, evaluations, skipped, reduced)
-    run_rows = [run_row(record, base) for record, base in found]
-    eval_rows = [
-        {**base, "evaluation": index, **evaluation}
-        for record, base in found
-        for index, evaluation in enumerate(record.evaluations)
-    ]
-    runs = _frame(run_rows, ID_COLUMNS)
-    evaluations = _frame(eval_rows, [*ID_COLUMNS, "evaluation", *EVAL_COLUMNS])
+    runs = _frame([item.row for item in kept], ID_COLUMNS)
+    evaluations = _evaluation_frame(kept)
     for frame in (runs, evaluations):
         frame["seed"] = frame["seed"].astype(np.int64)
-    return LoadedResults(runs, evaluations, skipped, reduced, _step_frame(found))
+    sources = {item.base["run_id"]: item.source for item in kept}
+    return LoadedResults(runs, evaluations, skipped, reduced, sources)
+
+
+def _ids(run_id: str, record: RunRecord) -> dict[str, Any]:
+    """The identifying columns of a run's per-update rows."""
+    return {
+        "run_id": run_id,
+        "problem": record.problem,
+        "optimizer": record.optimizer,
+        "setting": setting_key(record),
+        "seed": record.seed,
+    }
 
 
 def _step_frame(found: list[tuple[RunRecord, dict[str, Any]]]) -> pd.DataFrame:

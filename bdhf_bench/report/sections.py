@@ -312,7 +312,7 @@ class ReportSections:
     def problem(self, workload: str, summary: pd.DataFrame) -> None:
         problem = str(summary["problem"].iloc[0])
         evals = self._selected(self.loaded.evaluations, summary)
-        steps = self._selected(self.loaded.steps, summary)
+        steps = self.loaded.steps_for(self._selected(self.loaded.runs, summary)["run_id"])
         base = baselines_for(self.baselines, problem)
         target = problem_target(summary)
         machine = tables.machines(summary)

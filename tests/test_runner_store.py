@@ -59,9 +59,9 @@ def test_folder_names_leave_out_defaults_and_stay_short():
     from bdhf_bench.optim import get_optimizer
 
     entry = get_optimizer("bdhf")
-    spec = _spec(optimizer="bdhf", hyperparameters=entry.resolve({"damping": 1.0}))
+    spec = _spec(optimizer="bdhf", hyperparameters=entry.resolve({"damping": 10.0}))
     assert setting_folder(spec, 4, None, entry.resolve({})) == (
-        "num_epochs__4__batch_size__50__damping__1.e+00"
+        "num_epochs__4__batch_size__50__damping__1.e+01"
     )
     full = setting_folder(spec, 4, None)
     assert len(full) <= 200 and full.startswith("num_epochs__4__batch_size__50__backtrack")

@@ -36,6 +36,7 @@ import click
 import torch
 from torch import Tensor, nn
 
+from ..atomic import atomic_file, write_json
 from ..curvature import BlockLayout, GGNContext, partition
 from ..data import train_stream
 from ..optim import ModelClosure, get_optimizer, optimizer_names
@@ -44,7 +45,6 @@ from ..optim.random_tape import RandomTape
 from ..problems import get_problem, seeded_model
 from ..runner.environment import device_name, exact_float32, float32_precision
 from ..runner.loop import problem_data
-from ..runner.store import atomic_file, write_json
 from .data_pipeline import write_random_mnist
 from .host_reads import count_step_reads
 from .runner_overhead import bare_epoch, runner_epoch

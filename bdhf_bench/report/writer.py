@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._atomic import write_bytes, write_text
+from ..atomic import write_bytes, write_text
 
 FIGURES = "figures"
 TABLES = "tables"

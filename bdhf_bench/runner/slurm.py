@@ -18,11 +18,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import __version__
+from ..atomic import atomic_file, write_json
 from .executors import WAIT_POLL
 from .loop import Execution
 from .run import RunOutcome, run_one
 from .spec import RunSpec
-from .store import ResultStore, atomic_file, write_json
+from .store import ResultStore
 
 SPEC_FILE_VERSION = 1
 MAX_ARRAY = 1000

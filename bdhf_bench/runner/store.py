@@ -25,12 +25,12 @@ import os
 import pickle
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
+from ..atomic import atomic_file, fsync_dir, write_json
 from .spec import RunInputError, RunSpec
 
 DEEPOBS = "deepobs"
@@ -43,41 +43,6 @@ LAYOUT_LOCK = ".layout.lock"
 
 class OutputFolderError(ValueError):
     """The results folder cannot be created or written."""
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Write ``path`` through a temporary file renamed into place only on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name never contains ".json": DeepOBS's analyzer takes any name containing it
-    # for a finished run, and may list a setting folder while a result is being written.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path: Path, data: Any) -> None:
-    with atomic_file(path) as f:
-        json.dump(data, f, indent=1, allow_nan=False)
-        f.write("\n")
 
 
 class RunLock:
@@ -135,7 +100,7 @@ def move_legacy_layout(root: Path) -> list[str]:
                 (root / DEEPOBS).mkdir(exist_ok=True)
                 _merge_into(path, root / DEEPOBS / path.name)
                 moved.append(path.name)
-        _fsync_dir(root)
+        fsync_dir(root)
     return moved
 
 

@@ -156,3 +156,18 @@ def test_a_plugin_named_like_a_built_in_is_skipped_with_a_warning(monkeypatch):
     with pytest.warns(UserWarning, match="skipping the bdhf_bench.optimizers plugin entry 'adam'"):
         names = optimizer_names()
     assert "adam" in names and get_optimizer("adam") is not impostor
+
+
+def test_hf_and_bdhf_defaults_are_the_constructors():
+    """One source of HF's defaults: every registry default of bdhf and hf that the optimizer
+    takes is its constructor's (a subclass's default over its base's)."""
+    from bdhf_bench.optim import BlockDiagonalHF, HessianFree
+
+    for name, cls in (("bdhf", BlockDiagonalHF), ("hf", HessianFree)):
+        defaults = reg.constructor_defaults(cls)
+        resolved = get_optimizer(name).resolve({})
+        shared = set(resolved) & set(defaults)
+        assert len(shared) >= 12
+        assert {k: resolved[k] for k in shared} == {k: defaults[k] for k in shared}
+    assert reg.constructor_defaults(HessianFree)["cg_max_iters"] == 250
+    assert reg.constructor_defaults(BlockDiagonalHF)["cg_max_iters"] == 50

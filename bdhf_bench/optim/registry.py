@@ -15,6 +15,7 @@ Third-party packages add entries through the entry-point group ``bdhf_bench.opti
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -60,13 +61,35 @@ def _adam(model: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
     )
 
 
+def constructor_defaults(cls: type) -> dict[str, Any]:
+    """The keyword defaults of ``cls``'s constructor, a subclass's over its base's: HF's and
+    BDHF's defaults are written once, in ``optim/hf.py``, and read from there."""
+    out: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        for name, p in inspect.signature(init).parameters.items():
+            if p.default is not inspect.Parameter.empty:
+                out[name] = p.default
+    return out
+
+
+_BDHF_DEFAULTS = constructor_defaults(BlockDiagonalHF)
+_HF_DEFAULTS = constructor_defaults(HessianFree)
+
 _HF_COMMON = {
     "curvature_fraction": HyperParameter(
-        float, 0.25, low=0.0, high=1.0, low_open=True, help="curvature sub-batch / mini-batch"
+        float,
+        _BDHF_DEFAULTS["curvature_fraction"],
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        help="curvature sub-batch / mini-batch",
     ),
     "damping": HyperParameter(
         float,
-        1.0,
+        _BDHF_DEFAULTS["damping"],
         low=DAMPING_RANGE[0],
         high=DAMPING_RANGE[1],
         log=True,
@@ -74,17 +97,31 @@ _HF_COMMON = {
     ),
     "damping_start": HyperParameter(
         str,
-        "curvature",
+        _BDHF_DEFAULTS["damping_start"],
         choices=DAMPING_STARTS,
         help="curvature: lambda starts at damping x g'Gg/g'g (scale-covariant); fixed: at damping",
     ),
-    "cg_min_iters": HyperParameter(int, 1, low=0, help="CG iterations before the progress test"),
-    "cg_tol": HyperParameter(float, 5e-4, low=0.0, low_open=True, log=True, help="Martens' eps"),
-    "warm_start": HyperParameter(float, 0.95, low=0.0, high=1.0, help="decay of the CG start"),
-    "step_rule": HyperParameter(str, "armijo", choices=STEP_RULES, help="step length rule"),
-    "lr": HyperParameter(float, 1.0, low=0.0, low_open=True, log=True, help="fixed step length"),
-    "precondition": HyperParameter(bool, False, help="Martens' squared-gradient preconditioner"),
-    "rescale": HyperParameter(bool, True, help="scale the step to the full-GGN minimiser"),
+    "cg_min_iters": HyperParameter(
+        int, _BDHF_DEFAULTS["cg_min_iters"], low=0, help="CG iterations before the progress test"
+    ),
+    "cg_tol": HyperParameter(
+        float, _BDHF_DEFAULTS["cg_tol"], low=0.0, low_open=True, log=True, help="Martens' eps"
+    ),
+    "warm_start": HyperParameter(
+        float, _BDHF_DEFAULTS["warm_start"], low=0.0, high=1.0, help="decay of the CG start"
+    ),
+    "step_rule": HyperParameter(
+        str, _BDHF_DEFAULTS["step_rule"], choices=STEP_RULES, help="step length rule"
+    ),
+    "lr": HyperParameter(
+        float, _BDHF_DEFAULTS["lr"], low=0.0, low_open=True, log=True, help="fixed step length"
+    ),
+    "precondition": HyperParameter(
+        bool, _BDHF_DEFAULTS["precondition"], help="Martens' squared-gradient preconditioner"
+    ),
+    "rescale": HyperParameter(
+        bool, _BDHF_DEFAULTS["rescale"], help="scale the step to the full-GGN minimiser"
+    ),
 }
 
 _HF_KEYS = (
@@ -125,15 +162,19 @@ BUILTIN = (
         BlockDiagonalHF,
         {
             **_HF_COMMON,
-            "cg_max_iters": HyperParameter(int, 50, low=1, help="CG iterations per block"),
-            "backtrack": HyperParameter(bool, False, help="CG-backtracking"),
+            "cg_max_iters": HyperParameter(
+                int, _BDHF_DEFAULTS["cg_max_iters"], low=1, help="CG iterations per block"
+            ),
+            "backtrack": HyperParameter(bool, _BDHF_DEFAULTS["backtrack"], help="CG-backtracking"),
             "blocks": HyperParameter(
                 str,
                 "module",
                 parse=check_scheme,
                 help="block partition: module, tensor, all, pairs, halves or name=glob,..;..",
             ),
-            "damping_mode": HyperParameter(str, "global", choices=DAMPING_MODES, help="lambdas"),
+            "damping_mode": HyperParameter(
+                str, _BDHF_DEFAULTS["damping_mode"], choices=DAMPING_MODES, help="lambdas"
+            ),
         },
         _bdhf,
         grid=_HF_GRID,
@@ -146,8 +187,10 @@ BUILTIN = (
         HessianFree,
         {
             **_HF_COMMON,
-            "cg_max_iters": HyperParameter(int, 250, low=1, help="CG iterations"),
-            "backtrack": HyperParameter(bool, True, help="CG-backtracking"),
+            "cg_max_iters": HyperParameter(
+                int, _HF_DEFAULTS["cg_max_iters"], low=1, help="CG iterations"
+            ),
+            "backtrack": HyperParameter(bool, _HF_DEFAULTS["backtrack"], help="CG-backtracking"),
         },
         _hf,
         grid=_HF_GRID,

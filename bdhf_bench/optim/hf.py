@@ -60,6 +60,13 @@ from torch import Tensor
 from ..curvature import BlockLayout, GGNContext, Workspace, all_finite, block_cg
 from .closure import ModelClosure
 from .damping_rules import curvature_damping, rayleigh_quotients
+from .hf_rules import (
+    armijo_accepts,
+    levenberg_marquardt,
+    predicted_reduction,
+    reduction_ratio,
+    step_scale,
+)
 from .preconditioner import squared_gradient_diagonal
 
 DAMPING_MODES = ("global", "per_block")
@@ -609,7 +616,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             stats.full_products += 1
             if not math.isfinite(dgd):
                 return None
-            alpha = min(1.0, -gd / dgd) if dgd > 0 else 1.0
+            alpha = step_scale(gd, dgd)
         dgd_blocks = None
         if not (self._global_damping() and self._step["rescale"]):
             everyone = [True] * layout.num_blocks
@@ -619,12 +626,12 @@ class BlockDiagonalHF(torch.optim.Optimizer):
                 return None
         if self._global_damping():
             model_dgd = dgd if dgd_blocks is None else float(dgd_blocks.sum())
-            predicted = [alpha * gd + 0.5 * alpha**2 * model_dgd]
+            predicted = [predicted_reduction(alpha, gd, model_dgd)]
             self._place(layout, theta0, d, alpha)
             actual = [float(closure.evaluate("curvature")) - f_c0]
         else:
             assert dgd_blocks is not None
-            predicted = (alpha * gd_blocks + 0.5 * alpha**2 * dgd_blocks).tolist()
+            predicted = predicted_reduction(alpha, gd_blocks, dgd_blocks).tolist()
             actual = []
             for (lo, hi), p in zip(layout.block_bounds, predicted):
                 if p == 0:
@@ -635,10 +642,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
                 self._place(layout, theta0, only, alpha)
                 actual.append(float(closure.evaluate("curvature")) - f_c0)
         self._restore(layout, theta0)
-        rho = [
-            math.nan if p == 0 else a / p if math.isfinite(a) and a <= 0 and p < 0 else -math.inf
-            for a, p in zip(actual, predicted)
-        ]
+        rho = [reduction_ratio(a, p) for a, p in zip(actual, predicted)]
         return alpha, rho
 
     def _update_damping(self, rho: list[float]) -> None:
@@ -647,16 +651,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         lam = self._damping()
         if len(rho) == 1:
             rho = rho * len(lam)
-        new = []
-        for r, value in zip(rho, lam):
-            if math.isnan(r):
-                pass
-            elif r < 0.25:
-                value *= boost
-            elif r > 0.75:
-                value *= drop
-            new.append(value)
-        self._set_damping(new)
+        self._set_damping([levenberg_marquardt(v, r, boost, drop) for r, v in zip(rho, lam)])
 
     def _step_length(
         self,
@@ -681,7 +676,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
                 self._place(layout, theta0, d, t)
                 f = float(closure.evaluate("batch"))
                 stats.line_search_evals += 1
-            if math.isfinite(f) and f <= f0 + hp["armijo_c"] * t * gd:
+            if armijo_accepts(f, f0, hp["armijo_c"], t, gd):
                 return t
             t *= hp["armijo_shrink"]
         return None

@@ -164,6 +164,7 @@ def _one_step(net, x, y, lam, scheme, rescale, damping_mode="global"):
     opt = BlockDiagonalHF(
         param_groups_from_blocks(partition(net, scheme)),
         damping=lam,
+        damping_start="fixed",  # the dense reference damps with lam itself
         damping_mode=damping_mode,
         rescale=rescale,
         curvature_fraction=1.0,
@@ -293,15 +294,16 @@ def test_a_grid_file_can_list_its_settings_one_by_one(tmp_path):
         {**default, "damping_mode": "per_block", "curvature_fraction": 1.0},
     ]
     # a grid and points together: the product first, then the points
-    path.write_text('[grid]\ndamping = [1.0, 10.0]\n[[point]]\nblocks = "pairs"\n')
+    path.write_text('[grid]\ndamping = [3.0, 10.0]\n[[point]]\nblocks = "pairs"\n')
     grid, fixed, points = load_grid_file(path, bdhf)
     got = grid_settings(bdhf, grid, fixed, points)
+    fallback = bdhf.resolve({})["damping"]  # a point without damping takes the default
     assert [(s["damping"], s["blocks"]) for s in got] == [
-        (1.0, "module"),
+        (3.0, "module"),
         (10.0, "module"),
-        (0.1, "pairs"),
+        (fallback, "pairs"),
     ]
-    path.write_text('[grid]\ndamping = [0.1, 10.0]\n[[point]]\nblocks = "module"\n')
+    path.write_text(f'[grid]\ndamping = [{fallback}, 10.0]\n[[point]]\nblocks = "module"\n')
     with pytest.raises(ValueError, match="the setting blocks=module is listed twice"):
         grid_settings(bdhf, *load_grid_file(path, bdhf))
     path.write_text("[fixed]\ndamping = 1.0\n[[point]]\ndamping = 10.0\n")

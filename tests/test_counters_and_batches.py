@@ -128,9 +128,9 @@ def test_the_counters_in_a_result_match_an_independent_count(tmp_path, monkeypat
             products["n"] += 1
         return real_full(self, *a, **k)
 
-    def train(self, total, progress):
+    def train(self, total, progress, *rest):
         step.model = self.model
-        return real_train(self, total, progress)
+        return real_train(self, total, progress, *rest)
 
     real_train = loop_module.Trainer._train
     monkeypatch.setattr(loop_module.Trainer, "_setup", setup)

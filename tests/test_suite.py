@@ -147,7 +147,7 @@ class _SimulatedExecutor:
         self.accuracy, self.slow = accuracy, slow
         self.events = []
 
-    def run(self, specs, store, follow_up=None):
+    def run(self, specs, store, follow_up=None, expected=()):
         queue, outcomes = list(specs), {}
         while len(outcomes) < len(queue):
             open_ = [i for i in range(len(queue)) if i not in outcomes]

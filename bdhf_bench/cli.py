@@ -40,12 +40,18 @@ def _problem(name: str):
 
 
 def _optimizer(name: str):
+    """The entry, refused in one line before anything is created when it is unknown or its
+    library is not installed."""
     from .optim import get_optimizer
 
     try:
-        return get_optimizer(name)
+        entry = get_optimizer(name)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
+    missing = entry.missing_package()
+    if missing is not None:
+        raise BadInput(f"optimizer {name} needs the package {missing}: pip install {missing}")
+    return entry
 
 
 def _hyperparameters(entry, pairs: Sequence[str]) -> dict[str, Any]:

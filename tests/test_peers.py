@@ -78,20 +78,22 @@ def test_interrupted_and_resumed_matches_uninterrupted(
     assert without_timings(resumed) == without_timings(reference)
 
 
-def test_a_missing_library_is_named_in_one_line(monkeypatch):
+def test_a_missing_library_is_named_in_one_line_before_anything_is_made(monkeypatch, tmp_path):
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util,
         "find_spec",
         lambda name, *a: None if name == "pytorch_optimizer" else real(name, *a),
     )
-    out = cli("run", "-p", "tiny_mlp", "-o", "soap", "--steps", "1", "-q", "--device", "cpu")
-    assert out.exit_code != 0
+    out_dir = tmp_path / "results"
+    out = cli("run", "-p", "tiny_mlp", "-o", "soap", "--steps", "1", "-q", "--device", "cpu",
+              "--output-dir", str(out_dir))  # fmt: skip
+    assert out.exit_code == 2
     message = out.output.strip().splitlines()
     assert message == [
-        "Error: soap on tiny_mlp: optimizer soap needs the package pytorch-optimizer: "
-        "pip install pytorch-optimizer"
+        "Error: optimizer soap needs the package pytorch-optimizer: pip install pytorch-optimizer"
     ]
+    assert not out_dir.exists()
 
 
 def test_second_backward_methods_release_the_graph():

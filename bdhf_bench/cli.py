@@ -720,8 +720,9 @@ def tune(
     click.echo(f"best on {metric} ({shown:.4g}): {best}")
     if final_seeds:
         final = executor.run(plan.final_specs(best), store)
-        for out in final:
-            click.echo(_outcome_line(out))
+        kept = sorted({str(out.path.parent) for out in final if out.path is not None})
+        for folder in kept:  # each run was printed as it ended; where they are, once
+            click.echo(f"final runs: {folder}")
         outcomes = [*outcomes, *final]
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:

@@ -100,3 +100,19 @@ def test_a_run_that_will_take_minutes_says_so_after_its_first_steps(monkeypatch)
     assert line.startswith("p/hf seed 1: about 33m20s for 1000 steps at the first steps' pace")
     assert "--steps or --epochs shorten it" in line
     assert lines(20) == []
+
+
+def test_tune_prints_each_run_once(tmp_path):
+    (tmp_path / "g.toml").write_text('optimizer = "adam"\n[grid]\nlr = [0.01, 0.1]\n')
+    res = cli(
+        "tune", "-p", "tiny_mlp", "-o", "adam", "--grid", str(tmp_path / "g.toml"),
+        "--final-seeds", "2", "--steps", "4", "--eval-every", "2", "--device", "cpu", "-q",
+        "--output-dir", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert sum("seed 43" in line for line in lines) == 1
+    assert sum(line.startswith("reused: tiny_mlp / adam") for line in lines) == 1
+    assert [line.split(": ")[0] for line in lines if line.startswith("final runs")] == [
+        "final runs"
+    ]

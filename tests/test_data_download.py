@@ -69,6 +69,7 @@ def test_offline_missing_data_is_one_clear_line(
     assert str(tmp_path / folder) in message and expected in message
     assert "Network is unreachable" in message
     assert _all_files(tmp_path) == []  # nothing half-written
+    assert list(tmp_path.iterdir()) == []  # and no empty data folders left behind
     # nothing else breaks: synthetic data and the problems still work in this process
     splits = load_splits(dataset, source="synthetic", synthetic_sizes=(60, 20))
     assert splits.sizes["test"] == 20

@@ -52,7 +52,9 @@ def test_unwritable_output_folder(tmp_path):
     ("content", "message"),
     [
         ("[grid\nlr = [1]", "is not valid TOML"),
-        ("lr = [1e-3]", "needs a non-empty [grid] table"),
+        ("lr = [1e-3]", "unknown key(s) ['lr']; valid: [grid], [[point]]"),
+        ("[gird]\nlr = [1e-3]", "unknown key(s) ['gird']; valid: [grid], [[point]]"),
+        ("description = 'x'", "needs a non-empty [grid] table"),
         ("[grid]\nlr = 0.1", "grid.lr must be a non-empty list"),
         ("[grid]\nrl = [0.1]", "unknown hyperparameter of adam 'rl' (did you mean lr?)"),
         ("[grid]\nlr = [-1.0]", "lr=-1.0 is out of range"),

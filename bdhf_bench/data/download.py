@@ -52,6 +52,7 @@ def fetch(urls: Sequence[str], target: Path, md5: str) -> None:
 
     Raises OSError (with the reasons, one line) when none does.
     """
+    made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     for url in urls:
@@ -71,6 +72,9 @@ def fetch(urls: Sequence[str], target: Path, md5: str) -> None:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+    for folder in made:  # nothing came: leave no empty data folder behind
+        with contextlib.suppress(OSError):
+            folder.rmdir()
     raise OSError("; ".join(errors))
 
 

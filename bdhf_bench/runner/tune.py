@@ -52,6 +52,12 @@ def load_grid_file(
         raise GridFileError(f"grid file {path} is not UTF-8 text (TOML)") from None
     except tomllib.TOMLDecodeError as exc:
         raise GridFileError(f"grid file {path} is not valid TOML: {exc}") from None
+    unknown = set(data) - {"grid", "fixed", "point", "optimizer", "description"}
+    if unknown:  # first: a misspelled [grid] is named, not reported as a missing grid
+        raise GridFileError(
+            f"grid file {path}: unknown key(s) {sorted(unknown)}; valid: [grid], [[point]], "
+            "[fixed], optimizer, description"
+        )
     grid, fixed = data.get("grid", {} if "point" in data else None), data.get("fixed", {})
     points = data.get("point", [])
     if not isinstance(grid, dict) or not (grid or points):
@@ -62,12 +68,6 @@ def load_grid_file(
         raise GridFileError(f"grid file {path}: each [[point]] must be a non-empty table")
     if not isinstance(fixed, dict):
         raise GridFileError(f"grid file {path}: [fixed] must be a table, got {fixed!r}")
-    unknown = set(data) - {"grid", "fixed", "point", "optimizer", "description"}
-    if unknown:
-        raise GridFileError(
-            f"grid file {path}: unknown key(s) {sorted(unknown)}; valid: [grid], [[point]], "
-            "[fixed], optimizer, description"
-        )
     if data.get("optimizer") not in (None, entry.name):
         raise GridFileError(f"grid file {path} is for {data['optimizer']!r}, not {entry.name!r}")
     for key, values in grid.items():

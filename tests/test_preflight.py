@@ -102,6 +102,10 @@ def test_data_command_lists_checks_and_fetches(tmp_path, monkeypatch, offline):
         f"mnist      missing: {data / 'MNIST' / 'raw'}",
         "tiny       generated (no files: drawn or built from a package)",
     ]
+    svhn = cli("data", "list", "-p", "svhn_wrn164", "--data-dir", str(data))
+    assert svhn.output.splitlines() == [
+        f"svhn       missing: {data}/{{train_32x32.mat,test_32x32.mat}}"
+    ]
     check = cli("data", "check", "-p", "mnist_mlp", "--data-dir", str(data))
     assert check.exit_code == 1
     assert check.output.splitlines()[-1] == "Error: missing and not downloadable now: mnist"

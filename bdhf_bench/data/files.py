@@ -236,6 +236,12 @@ def file_set(dataset: str) -> str | None:
     return name if name in _READERS else None
 
 
+def loose_files(dataset: str) -> tuple[str, ...]:
+    """The file names of a data set whose files sit directly in the data folder (SVHN's), so a
+    listing can name them where the others name their own folder."""
+    return tuple(_SVHN_FILES) if dataset == "svhn" else ()
+
+
 def expected_folder(dataset: str, data_dir: str | Path) -> Path:
     """Where the files of a file-backed data set go under ``data_dir``."""
     data_dir = Path(data_dir)

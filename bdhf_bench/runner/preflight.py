@@ -13,7 +13,7 @@ import torch
 
 from ..data import dataset_names
 from ..data.download import probe
-from ..data.files import expected_folder, file_set, locate, probe_url
+from ..data.files import expected_folder, file_set, locate, loose_files, probe_url
 from ..problems import get_problem
 from .context import DEFAULT_DATA_DIR
 from .spec import RunSpec
@@ -77,6 +77,9 @@ def status(dataset: str, data_dir: Path | None, ask: bool = True) -> DataStatus:
     if paths is not None:
         return DataStatus(dataset, "present", paths[0].parent)
     where = expected_folder(dataset, folder)
+    names = loose_files(dataset)
+    if names:  # files directly in the data folder: name them, as the others name a folder
+        where = where / f"{{{','.join(names)}}}"
     if not ask:
         return DataStatus(dataset, "missing", where)
     why = probe(probe_url(dataset))

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -71,27 +71,9 @@ def _selection_scores(runs: pd.DataFrame) -> pd.Series:
     return valid.where(~bad, worst).astype(float)
 
 
-def _mean_steps_to_target(runs: pd.DataFrame) -> float:
-    """Mean updates to the target over ``runs``; +inf when any of them missed it."""
-    steps = pd.to_numeric(runs["steps_to_target"], errors="coerce").astype(float)
-    if not np.isfinite(steps).all():  # NaN (no target) counts as a miss too
-        return math.inf
-    return float(steps.mean())
-
-
-def _first(series: pd.Series) -> object:
-    values = series.dropna()
-    return values.iloc[0] if len(values) else None
-
-
 def _threads_text(value: object) -> str:
     number = pd.to_numeric(value, errors="coerce")
     return "" if pd.isna(number) else str(int(number))
-
-
-def _joined(series: pd.Series) -> str:
-    """The distinct non-empty values, sorted and comma-joined ("" when none is recorded)."""
-    return ",".join(sorted({str(v) for v in series.dropna() if str(v)}))
 
 
 def _shared_seeds(runs: pd.DataFrame, keys: list[str]) -> pd.Series:
@@ -106,48 +88,77 @@ def _shared_seeds(runs: pd.DataFrame, keys: list[str]) -> pd.Series:
     return shared
 
 
-def _setting_row(group: pd.DataFrame, scored: pd.Series) -> dict[str, object]:
-    finished = group[group["status"] == "finished"]
-    final = finished["final_metric"].astype(float).to_numpy()
-    has_target = group["target_value"].notna()
-    row: dict[str, object] = {
-        "metric_kind": group["metric_kind"].iloc[0],
-        "batch_size": group["batch_size"].iloc[0],
-        "num_epochs": group["num_epochs"].iloc[0],
-        "hyperparameters": group["hyperparameters"].iloc[0],
-        "curvature_fraction": group["curvature_fraction"].iloc[0],
-        "curvature_batch_size": group["curvature_batch_size"].iloc[0],
-        "n_runs": len(group),
-        "n_finished": len(finished),
-        "n_diverged": int((group["status"] == "diverged").sum()),
-        "seeds": ",".join(str(s) for s in sorted(group["seed"])),
-        "selection_score": float(np.mean(_selection_scores(group[scored]).to_numpy())),
-        "stop_at_target": bool(group["stop_at_target"].all()),
-        "selection_steps": _mean_steps_to_target(group[scored]),
-        "selection_seeds": ",".join(str(s) for s in sorted(group.loc[scored, "seed"])),
-        "final_mean": float(np.mean(final)) if final.size else math.nan,
-        "final_std": population_std(final),
-        "final_n": int(final.size),
-        "best_valid_mean": float(np.mean(finished["best_valid_metric"].astype(float)))
-        if len(finished)
-        else math.nan,
-        "target_metric": _first(group["target_metric"]),
-        "target_split": _first(group["target_split"]),
-        "target_value": _first(group["target_value"]),
-        "target_source": _first(group["target_source"]),
-        "n_with_target": int(has_target.sum()),
-        "n_reached": int(np.isfinite(group["steps_to_target"].astype(float)).sum()),
-        "seconds_per_epoch": median_with_misses(group["seconds_per_epoch"].astype(float)),
-        "seconds_per_step": median_with_misses(group["seconds_per_step"].astype(float)),
-        "data_source": ",".join(sorted(set(group["data_source"].astype(str)))),
-        "device_name": _joined(group["device_name"]),
-        "cpu": _joined(group["cpu"]),
-        "threads": _joined(group["threads"].map(_threads_text)),
-        "runs_at_once": _joined(group["runs_at_once"].map(_threads_text)),
-        "kind": ",".join(sorted(set(group["kind"].astype(str)))),
-    }
+_FIRST = (
+    "metric_kind",
+    "batch_size",
+    "num_epochs",
+    "hyperparameters",
+    "curvature_fraction",
+    "curvature_batch_size",
+)
+"""Columns every run of a setting shares: the setting's row takes the first run's."""
+
+
+def _first_recorded(values: np.ndarray) -> object:
+    """The first value that is not missing (None or NaN), else None."""
+    return next((v for v in values if not pd.isna(v)), None)
+
+
+def _joined_values(values: Iterable[object]) -> str:
+    """The distinct non-empty values, sorted and comma-joined ("" when none is recorded)."""
+    return ",".join(sorted({str(v) for v in values if not pd.isna(v) and str(v)}))
+
+
+def _setting_row(columns: dict[str, np.ndarray], rows: np.ndarray, scored: np.ndarray) -> dict:
+    """One setting's aggregates from its runs' ``rows`` of the runs frame's ``columns`` (numpy
+    arrays, read once for every setting: a 30,000-run folder has thousands of settings)."""
+
+    def col(name: str) -> np.ndarray:
+        return columns[name][rows]
+
+    status = col("status")
+    finished = status == "finished"
+    final = col("final_metric")[finished].astype(float)
+    seeds = col("seed")
+    steps = col("steps_to_target").astype(float)
+    has_target = ~pd.isna(col("target_value"))
+    chosen_steps = steps[scored]
+    best_valid = col("best_valid_metric")[finished].astype(float)
+    row: dict[str, object] = {name: col(name)[0] for name in _FIRST}
+    row.update(
+        {
+            "n_runs": len(rows),
+            "n_finished": int(finished.sum()),
+            "n_diverged": int((status == "diverged").sum()),
+            "seeds": ",".join(str(s) for s in sorted(seeds)),
+            "selection_score": float(np.mean(columns["selection_score"][rows][scored])),
+            "stop_at_target": bool(col("stop_at_target").all()),
+            "selection_steps": float(chosen_steps.mean())
+            if np.isfinite(chosen_steps).all()
+            else math.inf,
+            "selection_seeds": ",".join(str(s) for s in sorted(seeds[scored])),
+            "final_mean": float(np.mean(final)) if final.size else math.nan,
+            "final_std": population_std(final),
+            "final_n": int(final.size),
+            "best_valid_mean": float(np.mean(best_valid)) if finished.any() else math.nan,
+            "target_metric": _first_recorded(col("target_metric")),
+            "target_split": _first_recorded(col("target_split")),
+            "target_value": _first_recorded(col("target_value")),
+            "target_source": _first_recorded(col("target_source")),
+            "n_with_target": int(has_target.sum()),
+            "n_reached": int(np.isfinite(steps).sum()),
+            "seconds_per_epoch": median_with_misses(col("seconds_per_epoch").astype(float)),
+            "seconds_per_step": median_with_misses(col("seconds_per_step").astype(float)),
+            "data_source": ",".join(sorted(set(col("data_source").astype(str)))),
+            "device_name": _joined_values(col("device_name")),
+            "cpu": _joined_values(col("cpu")),
+            "threads": _joined_values(_threads_text(v) for v in col("threads")),
+            "runs_at_once": _joined_values(_threads_text(v) for v in col("runs_at_once")),
+            "kind": ",".join(sorted(set(col("kind").astype(str)))),
+        }
+    )
     for name in TO_TARGET:
-        row[f"{name}_to_target"] = median_with_misses(group[f"{name}_to_target"].astype(float))
+        row[f"{name}_to_target"] = median_with_misses(col(f"{name}_to_target").astype(float))
     return row
 
 
@@ -157,10 +168,14 @@ def setting_table(runs: pd.DataFrame) -> pd.DataFrame:
     keys = ["problem", "budget", "optimizer", "setting"]
     if runs.empty:
         return pd.DataFrame(columns=[*keys, "rank", "selected"])
-    scored = _shared_seeds(runs, keys)
+    scored = _shared_seeds(runs, keys).to_numpy()
+    columns = {name: runs[name].to_numpy() for name in runs.columns}
+    columns["selection_score"] = _selection_scores(runs).to_numpy()
+    groups = runs.groupby(keys, sort=True).indices
     rows = []
-    for values, group in runs.groupby(keys, sort=True):
-        rows.append({**dict(zip(keys, values)), **_setting_row(group, scored[group.index])})
+    for values in sorted(groups):
+        at = groups[values]
+        rows.append({**dict(zip(keys, values)), **_setting_row(columns, at, scored[at])})
     table = pd.DataFrame.from_records(rows)
     table["varied"] = varied_labels(table)
     return rank_settings(table, COMPARED)

@@ -328,3 +328,44 @@ def test_a_suite_tunes_over_listed_points(tmp_path):
         ("pairs", True, 3.0),
         ("halves", False, 3.0),
     ]
+
+
+def _layers(n: int) -> nn.Module:
+    return nn.Sequential(*[nn.Linear(2, 2) for _ in range(n)])
+
+
+def test_a_block_mapping_takes_a_single_glob_as_a_string():
+    net = _layers(2)
+    blocks = partition(net, {"first": "0.*", "second": ["1.weight", "1.bias"]})
+    assert [b.name for b in blocks] == ["first", "second"]
+    assert [len(b.params) for b in blocks] == [2, 2]
+
+
+def test_block_scheme_errors_say_what_is_wrong_in_one_line():
+    """The messages a user sees for a bad --hp blocks=..., word for word."""
+    few = "0.weight, 0.bias, 1.weight, 1.bias"
+    with pytest.raises(ValueError) as info:
+        partition(_layers(2), "a=0.*;b=9.*")
+    assert (
+        str(info.value)
+        == f"glob '9.*' of block 'b' matches no trainable parameter (the names: {few})"
+    )
+    many = ", ".join(f"{i}.{k}" for i in range(4) for k in ("weight", "bias")) + ", ..."
+    with pytest.raises(ValueError) as info:
+        partition(_layers(5), "a=0.*;b=x*")
+    assert (
+        str(info.value)
+        == f"glob 'x*' of block 'b' matches no trainable parameter (the names: {many})"
+    )
+    with pytest.raises(ValueError) as info:
+        check_scheme("layers")
+    assert str(info.value) == (
+        "unknown block scheme 'layers'; valid: module, tensor, all, pairs, halves or globs "
+        "such as 'enc=0.*,2.*;dec=4.*'"
+    )
+    with pytest.raises(ValueError) as info:
+        check_scheme("a=0.*;b=1/x")
+    assert str(info.value) == (
+        "glob '1/x' of block 'b' in scheme 'a=0.*;b=1/x' must be a non-empty pattern of "
+        "letters, digits, . _ - and * ? [ ] !"
+    )

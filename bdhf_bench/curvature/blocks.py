@@ -177,13 +177,8 @@ def _named_groups(
     missing = [n for n, _ in named if n not in owner]
     if missing:
         raise ValueError(f"parameters in no block: {', '.join(missing)}")
-    blocks = []
-    for block in groups:
-        params = tuple(p for n, p in named if owner[n] == block)
-        if not params:
-            raise ValueError(f"block {block!r} matches no parameter")
-        blocks.append(ParamBlock(block, params))
-    return blocks
+    # every glob matched a name and every matched name is its block's, so no block is empty
+    return [ParamBlock(block, tuple(p for n, p in named if owner[n] == block)) for block in groups]
 
 
 class BlockLayout:

@@ -369,3 +369,13 @@ def test_block_scheme_errors_say_what_is_wrong_in_one_line():
         "glob '1/x' of block 'b' in scheme 'a=0.*;b=1/x' must be a non-empty pattern of "
         "letters, digits, . _ - and * ? [ ] !"
     )
+
+
+def test_the_name_list_is_cut_after_eight_and_a_frozen_model_is_refused():
+    nine = nn.Sequential(*[nn.Linear(2, 2) for _ in range(4)], nn.Linear(2, 2, bias=False))
+    with pytest.raises(ValueError, match=r"\(the names: 0\.weight, .*, 3\.bias, \.\.\.\)$"):
+        partition(nine, "a=0.*;b=x*")
+    frozen = _layers(1).requires_grad_(False)
+    with pytest.raises(ValueError) as info:
+        partition(frozen)
+    assert str(info.value) == "the model has no trainable parameters"

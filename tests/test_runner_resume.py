@@ -11,8 +11,29 @@ from runner_helpers import cli_subprocess, load, result_files, without_timings
 
 # Enough steps that a run is still going a moment after its first checkpoint; the curvature
 # peers refresh every 3 steps, so a kill lands between refreshes as often as not.
-STEPS = {"bdhf": 200, "kfac": 400, "soap": 400, "sfadamw": 1500}
-HPS = {"kfac": ["--hp", "update_period=3"], "soap": ["--hp", "update_period=3"]}
+# Every registered optimizer (a test below checks the list is whole).
+STEPS = {
+    "bdhf": 200,
+    "hf": 200,
+    "kfac": 400,
+    "soap": 400,
+    "shampoo": 400,
+    "adahessian": 800,
+    "sophia": 800,
+    "lbfgs": 800,
+    "sfadamw": 1500,
+    "adam": 1500,
+    "sgd": 1500,
+    "momentum": 1500,
+}
+PERIODIC = ("kfac", "soap", "shampoo", "adahessian", "sophia")
+HPS = {name: ["--hp", "update_period=3"] for name in PERIODIC}
+
+
+def test_every_optimizer_has_a_kill_and_resume_case():
+    from bdhf_bench.optim import optimizer_names
+
+    assert set(STEPS) == set(optimizer_names())
 
 
 def _args(optimizer: str) -> tuple[str, ...]:
@@ -44,9 +65,10 @@ def _finish(out, optimizer) -> dict:
 @pytest.mark.parametrize("optimizer", list(STEPS))
 def test_kill_minus_nine_then_resume_matches_uninterrupted(tmp_path, optimizer):
     """SIGKILL somewhere after the first checkpoint (mid-step or mid-write), then the same
-    command again: the uninterrupted run's result. BDHF, and three peers whose state is not
-    torch's own: K-FAC (Kronecker factors and an inner SGD), SOAP (eigenbases), schedule-free
-    AdamW (checkpoints at its averaged point after an evaluation, at y between two)."""
+    command again: the uninterrupted run's result, for every optimizer entry; among them
+    peers whose state is not torch's own: K-FAC (Kronecker factors and an inner SGD), SOAP
+    and Shampoo (eigenbases, roots), schedule-free AdamW (checkpoints at its averaged point
+    after an evaluation, at y between two)."""
     reference = _finish(tmp_path / "straight", optimizer)
 
     out = tmp_path / "killed"

@@ -133,15 +133,31 @@ def _hyperparameters(value: Any) -> dict[str, Any]:
     return dict(_mapping(value, "optimizer_hyperparams"))
 
 
+_EVAL_NUMBERS = ("epoch", "step", "train_seconds", *COUNTER_KEYS)
+_EVAL_NULLABLE = (*LOSS_KEYS, *ACCURACY_KEYS, "minibatch_loss")
+
+
 def _evaluation(record: Any, index: int) -> dict[str, float]:
+    """One evaluation record's numbers; a JSON int or float passes straight through (a result
+    file has tens of thousands of them), anything else goes to ``_number`` for its verdict."""
     where = f"evaluations[{index}]"
     record = _mapping(record, where)
     _require(record, EVAL_KEYS, f"{where}.")
-    row = {k: _number(record[k], f"{where}.{k}") for k in ("epoch", "step", "train_seconds")}
-    for key in COUNTER_KEYS:
-        row[key] = _number(record[key], f"{where}.{key}")
-    for key in (*LOSS_KEYS, *ACCURACY_KEYS, "minibatch_loss"):
-        row[key] = _number(record.get(key), f"{where}.{key}", nullable=True)
+    row = {}
+    for key in _EVAL_NUMBERS:
+        value = record[key]
+        kind = type(value)
+        row[key] = (
+            float(value) if kind is float or kind is int else _number(value, f"{where}.{key}")
+        )
+    for key in _EVAL_NULLABLE:
+        value = record.get(key)
+        kind = type(value)
+        row[key] = (
+            float(value)
+            if kind is float or kind is int
+            else _number(value, f"{where}.{key}", nullable=True)
+        )
     return row
 
 

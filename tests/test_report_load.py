@@ -247,3 +247,12 @@ def test_per_update_losses_are_read_again_only_for_the_runs_asked(
         0.5,
         0.25,
     ]
+
+
+def test_a_run_file_gone_since_loading_has_no_steps_and_no_crash(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    paths = [write_run(root, seed=seed, minibatch=[1.0, 0.5]) for seed in (1, 2)]
+    loaded = load_results([root])
+    paths[0].unlink()
+    steps = loaded.steps_for(loaded.runs["run_id"])
+    assert steps["seed"].tolist() == [2, 2]

@@ -94,7 +94,10 @@ class LoadedResults:
         found = []
         for run_id, (path, under_diverged) in self.sources.items():
             if run_id in wanted:
-                record = _read(Path(path), under_diverged)
+                try:
+                    record = _read(Path(path), under_diverged)
+                except Foreign:  # changed or gone since it was loaded: no curve, no crash
+                    continue
                 found.append((record, _ids(run_id, record)))
         return _step_frame(found)
 

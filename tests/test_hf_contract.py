@@ -10,25 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from dense_reference import dense_ggn
+from fixed_start import BlockDiagonalHF, HessianFree
 from torch import nn
 
 from bdhf_bench.curvature import MSE, CrossEntropy, as_output_loss, partition
-from bdhf_bench.optim import BlockDiagonalHF as _BlockDiagonalHF
-from bdhf_bench.optim import HessianFree as _HessianFree
 from bdhf_bench.optim import ModelClosure, param_groups_from_blocks
-
-# These tests pin the step's arithmetic for a lambda that starts where they say (the fixed
-# start, from 0.1 unless given); the curvature start has its own tests (test_damping_start.py).
-FIXED_START = {"damping_start": "fixed", "damping": 0.1}
-
-
-def BlockDiagonalHF(params, **settings):
-    return _BlockDiagonalHF(params, **{**FIXED_START, **settings})
-
-
-def HessianFree(params, **settings):
-    return _HessianFree(params, **{**FIXED_START, **settings})
-
 
 pytestmark = pytest.mark.usefixtures("float64")  # every test: tests/conftest.py
 

@@ -8,24 +8,11 @@ import math
 
 import pytest
 import torch
+from fixed_start import BlockDiagonalHF, HessianFree
 from torch import nn
 
 from bdhf_bench.curvature import MSE, ConvexOutputLoss, CrossEntropy, partition
-from bdhf_bench.optim import BlockDiagonalHF as _BlockDiagonalHF
-from bdhf_bench.optim import HessianFree as _HessianFree
 from bdhf_bench.optim import ModelClosure, get_optimizer, param_groups_from_blocks
-
-# These tests pin the step's arithmetic for a lambda that starts where they say (the fixed
-# start, from 0.1 unless given); the curvature start has its own tests (test_damping_start.py).
-FIXED_START = {"damping_start": "fixed", "damping": 0.1}
-
-
-def BlockDiagonalHF(params, **settings):  # stands in for the class
-    return _BlockDiagonalHF(params, **{**FIXED_START, **settings})
-
-
-def HessianFree(params, **settings):  # stands in for the class
-    return _HessianFree(params, **{**FIXED_START, **settings})
 
 
 def _least_squares(seed=0, n=64, d=6, k=3):

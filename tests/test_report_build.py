@@ -247,3 +247,18 @@ def test_a_second_report_removes_its_stale_figures_and_notes_mixed_targets(tmp_p
         "time_to_target_overview.png",
     ]
     assert any("2 different targets" in note for note in second.notes)
+
+
+def test_figures_drawn_in_worker_processes_are_the_same_files(tmp_path: Path) -> None:
+    """A large report draws its figures in a pool: the same pages and PNG bytes as drawn in
+    turn."""
+    from test_report_helpers import write_scenario
+
+    root = write_scenario(tmp_path / "results")
+    here = build_report([root], tmp_path / "here", figure_workers=1)
+    pool = build_report([root], tmp_path / "pool", figure_workers=2)
+    names = sorted(p.relative_to(here.out_dir).as_posix() for p in here.written)
+    assert names == sorted(p.relative_to(pool.out_dir).as_posix() for p in pool.written)
+    for name in names:
+        assert (here.out_dir / name).read_bytes() == (pool.out_dir / name).read_bytes(), name
+    assert pool.notes == here.notes

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from test_report_helpers import make_run, write_doc, write_run
 
@@ -256,3 +257,21 @@ def test_a_run_file_gone_since_loading_has_no_steps_and_no_crash(tmp_path: Path)
     paths[0].unlink()
     steps = loaded.steps_for(loaded.runs["run_id"])
     assert steps["seed"].tolist() == [2, 2]
+
+
+def test_reading_in_worker_processes_gives_the_same_frames_and_skips(tmp_path: Path) -> None:
+    """A large folder is parsed in a pool: the same frames, skipped files and reduced files,
+    in the same order, as read in turn (the scenario has diverged, DeepOBS-only and broken
+    files, and a duplicate)."""
+    from test_report_helpers import write_scenario
+
+    root = write_scenario(tmp_path / "results")
+    (root / "broken.json").write_text("{not json")
+    write_run(root, seed=99)
+    write_run(root, seed=99)  # the same run again: one of the two is skipped
+    here = load_results([root], workers=1)
+    pool = load_results([root], workers=2)
+    pd.testing.assert_frame_equal(here.runs, pool.runs)
+    pd.testing.assert_frame_equal(here.evaluations, pool.evaluations)
+    assert here.skipped == pool.skipped and here.reduced == pool.reduced
+    assert any("not valid JSON" in s.reason for s in pool.skipped)

@@ -7,8 +7,11 @@ page.py). Every file is written atomically (writer.py).
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from .sections import ReportSections
 from .writer import ReportWriter
 
 LEADERBOARD = "leaderboard.md"
+PARALLEL_FIGURES_FROM = 2000
+"""Runs from which a report draws its figures in worker processes by default."""
 HTML = "index.html"
 
 
@@ -81,11 +86,15 @@ def build_report(
     baselines: str | os.PathLike[str] | None = None,
     milestones: Sequence[Level] = (),
     tuned_dirs: Sequence[str | os.PathLike[str]] = (),
+    figure_workers: int | None = None,
 ) -> ReportSummary:
     """Read every result file under ``results_dirs`` and write the report into ``out_dir``.
 
     With ``tuned_dirs`` the results are AlgoPerf's self-tuning track (every optimizer at its
-    defaults) and the page compares them with the tuned runs found there.
+    defaults) and the page compares them with the tuned runs found there. Figures are drawn in
+    ``figure_workers`` processes (default: up to 2 from ``PARALLEL_FIGURES_FROM`` runs on, where
+    drawing them costs about as much as loading the folder; in turn below that, where starting
+    processes would cost more than it saves).
 
     Raises :class:`ReportInputError` for a missing results folder, nothing loadable, or a
     baselines file that is missing or malformed. Unusable result files are not errors: they are
@@ -95,8 +104,17 @@ def build_report(
     tuned = _load(tuned_dirs) if tuned_dirs else None
     reference = _baselines(baselines)
     out = ReportWriter(Path(out_dir))
-    sections = ReportSections(loaded, reference, out, milestones, tuned)
-    document = sections.build(results_dirs)
+    workers = figure_workers
+    if workers is None:
+        big = len(loaded.runs) >= PARALLEL_FIGURES_FROM
+        workers = min(2, os.cpu_count() or 1) if big else 1
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if workers > 1:
+            context = multiprocessing.get_context("spawn")  # no state of ours is inherited
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=context))
+        sections = ReportSections(loaded, reference, out, milestones, tuned, pool)
+        document = sections.build(results_dirs)
     leaderboard = out.text(LEADERBOARD, markdown.render(document))
     html = out.text(HTML, page.render(document))
     removed = out.remove_stale()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -435,27 +437,69 @@ def _evaluation_frame(kept: Sequence[_Loaded]) -> pd.DataFrame:
     return _frame_order(frame, [*ID_COLUMNS, "evaluation", *EVAL_COLUMNS])
 
 
-def load_results(results_dirs: Sequence[str | os.PathLike[str]]) -> LoadedResults:
+PARALLEL_FROM = 2000
+"""Files from which they are read in worker processes (below, starting them costs more)."""
+
+
+def _load_file(root: Path, path: Path) -> tuple[_Loaded | None, SkippedFile | None, bool]:
+    """One file: its compact form, or why it was skipped; and whether it is DeepOBS-only."""
+    under_diverged = DIVERGED_DIR in Path(os.path.abspath(path)).parts
+    try:
+        record = _read(path, under_diverged)
+    except Foreign as err:
+        return None, SkippedFile(str(path), str(err)), False
+    base = _base(record, path, root, path.relative_to(root).as_posix())
+    return _compact(record, base, under_diverged), None, record.kind == KIND_DEEPOBS
+
+
+def _load_files(pairs: Sequence[tuple[Path, Path]]) -> list[tuple[Any, ...]]:
+    """``_load_file`` of each (module level: a pool's worker calls it on a chunk)."""
+    return [_load_file(root, path) for root, path in pairs]
+
+
+def _read_files(pairs: list[tuple[Path, Path]], workers: int | None) -> list[tuple[Any, ...]]:
+    """Every file's ``_load_file``, in order: in worker processes for a large folder (parsing
+    JSON is most of the report's reading time, and files are independent)."""
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if len(pairs) >= PARALLEL_FROM else 1
+    if workers <= 1:
+        return _load_files(pairs)
+    size = max(1, math.ceil(len(pairs) / (4 * workers)))
+    chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return [item for chunk in pool.map(_load_files, chunks) for item in chunk]
+
+
+def load_results(
+    results_dirs: Sequence[str | os.PathLike[str]], workers: int | None = None
+) -> LoadedResults:
     """Every run under ``results_dirs`` as frames; unusable files listed in ``skipped``.
 
-    Raises FileNotFoundError only for a results folder that does not exist.
+    Raises FileNotFoundError only for a results folder that does not exist. ``workers``:
+    processes that parse the files (default: up to 2 from ``PARALLEL_FROM`` files on).
     """
     skipped: list[SkippedFile] = []
     reduced: list[SkippedFile] = []
+    walked: list[SkippedFile] = []  # unreadable folders, listed where the walk met them
+    files = []
+    for root, path in _walk(_roots(results_dirs), walked):
+        files.append((root, path, len(walked)))
+    loaded = _read_files([(root, path) for root, path, _ in files], workers)
 
     def read_all() -> Iterator[_Loaded]:
-        for root, path in _walk(_roots(results_dirs), skipped):
-            under_diverged = DIVERGED_DIR in Path(os.path.abspath(path)).parts
-            try:
-                record = _read(path, under_diverged)
-            except Foreign as err:
-                skipped.append(SkippedFile(str(path), str(err)))
+        flushed = 0
+        for (_, path, before), (item, skip, deepobs_only) in zip(files, loaded):
+            skipped.extend(walked[flushed:before])
+            flushed = before
+            if skip is not None:
+                skipped.append(skip)
                 continue
-            if record.kind == KIND_DEEPOBS:
+            if deepobs_only:
                 note = "DeepOBS-only file: curves only (no timing or target)"
                 reduced.append(SkippedFile(str(path), note))
-            base = _base(record, path, root, path.relative_to(root).as_posix())
-            yield _compact(record, base, under_diverged)
+            yield item
+        skipped.extend(walked[flushed:])
 
     kept = _newest_per_seed(read_all(), skipped)
     if not kept:

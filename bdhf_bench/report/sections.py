@@ -10,6 +10,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,11 @@ def problem_target(summary: pd.DataFrame) -> dict[str, Any] | None:
     }
 
 
+def render_png(draw: Callable[..., Any], *args: Any) -> bytes:
+    """A figure drawn and encoded as PNG (module level: a pool's worker calls it)."""
+    return figures.as_png(draw(*args))
+
+
 class ReportSections:
     """Aggregates once, then adds each section to ``doc`` (and its files to the writer)."""
 
@@ -92,8 +98,12 @@ class ReportSections:
         out: ReportWriter,
         milestones: Sequence[levels.Level] = (),
         tuned: LoadedResults | None = None,
+        pool: Executor | None = None,
     ) -> None:
         self.loaded = loaded
+        self.pool = pool
+        """Where figures are drawn (None: here, in turn)."""
+        self.pending: list[tuple[str, Image, Future[bytes]]] = []
         self.tuned = None if tuned is None else summary_table(setting_table(tuned.runs))
         self.milestones = list(milestones)
         self.baselines = baselines
@@ -118,15 +128,37 @@ class ReportSections:
                 )
 
     def figure(self, name: str, alt: str, draw: Callable[..., Any], *args: Any) -> Image | None:
-        """Draw and write ``figures/<name>.png``; a failure becomes a note, not a traceback."""
+        """Draw and write ``figures/<name>.png``; a failure becomes a note, not a traceback.
+
+        With a pool (``figure_pool``) the drawing runs there and the image's bytes arrive in
+        ``finish_figures``: a large report's figures take as long as its loading, and they are
+        independent of each other."""
+        rel = f"{FIGURES}/{name}.png"
+        if self.pool is not None:
+            image = Image(rel, alt, b"")
+            self.pending.append((name, image, self.pool.submit(render_png, draw, *args)))
+            return image
         try:
-            data = figures.as_png(draw(*args))
+            data = render_png(draw, *args)
         except Exception as err:  # one bad figure must not take the whole report down
             self.notes.append(f"figure {name} not drawn: {type(err).__name__}: {err}")
             return None
-        rel = f"{FIGURES}/{name}.png"
         self.out.bytes(rel, data)
         return Image(rel, alt, data)
+
+    def finish_figures(self) -> None:
+        """Collect the pool's figures in the order they were asked for; a failed one becomes a
+        note and leaves the page."""
+        for name, image, future in self.pending:
+            try:
+                image.data = future.result()
+            except Exception as err:  # as in ``figure``
+                self.notes.append(f"figure {name} not drawn: {type(err).__name__}: {err}")
+                for section in self.doc.sections:
+                    section.blocks = [b for b in section.blocks if b is not image]
+                continue
+            self.out.bytes(image.path, image.data)
+        self.pending = []
 
     def about(self, results_dirs: Sequence[str | os.PathLike[str]]) -> None:
         runs = self.loaded.runs
@@ -413,5 +445,6 @@ class ReportSections:
         self.all_settings()
         self.deepobs()
         self.csv_tables()
+        self.finish_figures()
         self.skipped()
         return self.doc

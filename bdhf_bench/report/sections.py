@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
 
@@ -84,8 +85,12 @@ def problem_target(summary: pd.DataFrame) -> dict[str, Any] | None:
 
 
 def render_png(draw: Callable[..., Any], *args: Any) -> bytes:
-    """A figure drawn and encoded as PNG (module level: a pool's worker calls it)."""
-    return figures.as_png(draw(*args))
+    """A figure drawn and encoded as PNG (module level: a pool's worker calls it), from
+    matplotlib's own defaults whatever the calling process set before (another library's
+    style, a notebook's theme): the same bytes in any process."""
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        return figures.as_png(draw(*args))
 
 
 class ReportSections:

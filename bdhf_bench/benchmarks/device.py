@@ -43,7 +43,7 @@ from ..optim import ModelClosure, get_optimizer, optimizer_names
 from ..optim.kfac import torch_loss
 from ..optim.random_tape import RandomTape
 from ..problems import get_problem, seeded_model
-from ..runner.environment import device_name, exact_float32, float32_precision
+from ..runner.environment import environment, exact_float32
 from ..runner.loop import problem_data
 from .data_pipeline import write_random_mnist
 from .host_reads import count_step_reads
@@ -336,18 +336,6 @@ PARTS: dict[str, Callable[[torch.device, bool], list[dict[str, Any]]]] = {
     "memory": memory_part,
     "runner": runner_part,
 }
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """What produced the report: torch, CUDA, the device, TF32 switches."""
-    return {
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "device": str(device),
-        "device_name": device_name(device),
-        "threads": torch.get_num_threads(),
-        **float32_precision(),
-    }
 
 
 def run_parts(

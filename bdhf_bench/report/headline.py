@@ -68,6 +68,16 @@ def _range(values: np.ndarray, unit: str) -> str:
     return f"{fmt(low)}–{fmt(high)} {unit}".rstrip()
 
 
+def spread(leaders: Sequence[np.ndarray], runner: np.ndarray, higher_better: bool = False) -> str:
+    """ "clear" when every seed of the leaders beat every seed of the runner-up (a miss counts
+    as +inf), "one seed" when either side has fewer than two, else "seeds overlap"."""
+    if min(len(s) for s in [*leaders, runner]) < 2:
+        return "one seed"
+    sign = -1.0 if higher_better else 1.0
+    lead_worst = float(np.max(sign * np.concatenate(list(leaders))))
+    return "clear" if lead_worst < float(np.min(sign * runner)) else "seeds overlap"
+
+
 def compare(
     contenders: Sequence[Contender],
     value: dict[str, float],
@@ -103,12 +113,11 @@ def compare(
         text += f"; {runner} did not get there"
     lead_seeds = np.concatenate([seeds[n] for n in leaders])
     runner_seeds = seeds[runner]
-    if min(len(seeds[n]) for n in [*leaders, runner]) < 2:
+    verdict = spread([seeds[n] for n in leaders], runner_seeds, higher_better)
+    if verdict == "one seed":
         return text + "; one seed only, so the seeds' spread is unknown."
-    lead_worst = float(np.max(sign * lead_seeds))
-    runner_best = float(np.min(sign * runner_seeds))
     spans = f"{lead} {_range(lead_seeds, unit)}, {runner} {_range(runner_seeds, unit)}"
-    if lead_worst < runner_best:
+    if verdict == "clear":
         return text + f"; this exceeds the seeds' spread (seeds: {spans})."
     return text + f"; within the seeds' spread, the seeds overlap ({spans})."
 

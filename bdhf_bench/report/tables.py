@@ -34,8 +34,9 @@ def mean_std(mean: Any, std: Any, n: Any) -> str:
 
 
 def to_target(value: Any, reached: Any, total: Any) -> str:
-    """Median with the share of seeds that reached the target; a dash when there is no target."""
-    if not total:
+    """Median with the share of seeds that reached the target; a dash when there is no target
+    (or no count at all: NaN where a table joined rows that lack it)."""
+    if not total or pd.isna(total):
         return DASH
     return f"{number(value)} ({int(reached)}/{int(total)})"
 

@@ -42,13 +42,6 @@ def track_table(untuned: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(TRACK_KEYS, kind="mergesort").reset_index(drop=True)
 
 
-def _to_target(value: float, reached: float, total: float) -> str:
-    """``to_target``'s cell; a dash where the optimizer has no runs in that track."""
-    if isinstance(total, float) and math.isnan(total):
-        return "–"
-    return to_target(value, reached, total)
-
-
 def _ratio(value: float) -> str:
     if math.isnan(value):
         return "–"
@@ -70,8 +63,8 @@ def track_block(table: pd.DataFrame) -> Table:
         [
             str(r.problem),
             str(r.optimizer),
-            _to_target(r.tuned_steps_to_target, r.tuned_n_reached, r.tuned_n_with_target),
-            _to_target(r.untuned_steps_to_target, r.untuned_n_reached, r.untuned_n_with_target),
+            to_target(r.tuned_steps_to_target, r.tuned_n_reached, r.tuned_n_with_target),
+            to_target(r.untuned_steps_to_target, r.untuned_n_reached, r.untuned_n_with_target),
             _ratio(float(r.updates_ratio)),
             number(r.tuned_gradient_equivalents_to_target),
             number(r.untuned_gradient_equivalents_to_target),

@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 
 from .document import Table
-from .headline import UNITS, Contender, contenders
+from .headline import UNITS, Contender, contenders, spread
 
 UNIT_NAMES = {"steps": "updates", "seconds": "seconds", "gradient_equivalents": "grad-eq"}
 
@@ -39,15 +38,8 @@ def winner_cell(pool: Sequence[Contender], unit: str) -> str:
     if not math.isfinite(runner.medians[unit]):
         return f"{names} (only {'one' if len(leaders) == 1 else 'they'} reached)"
     ratio = runner.medians[unit] / best if best > 0 else math.inf
-    mine = np.concatenate([c.seeds[unit] for c in leaders])
-    theirs = runner.seeds[unit]
-    if min(min(len(c.seeds[unit]) for c in leaders), len(theirs)) < 2:
-        spread = "one seed"
-    elif float(np.max(mine)) < float(np.min(theirs)):
-        spread = "clear"
-    else:
-        spread = "seeds overlap"
-    return f"{names}, {_ratio(ratio)} over {runner.optimizer} ({spread})"
+    verdict = spread([c.seeds[unit] for c in leaders], runner.seeds[unit])
+    return f"{names}, {_ratio(ratio)} over {runner.optimizer} ({verdict})"
 
 
 def winner_table(workloads: Sequence[tuple[str, pd.DataFrame]], runs: pd.DataFrame) -> Table:

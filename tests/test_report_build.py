@@ -20,6 +20,7 @@ from test_report_helpers import P1, P2, make_run, write_baselines, write_doc, wr
 from bdhf_bench.report import ReportInputError, build_report, load_baselines
 from bdhf_bench.report.baselines import BaselinesError
 from bdhf_bench.report.cli import report_command
+from bdhf_bench.report.writer import ReportWriter
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -200,9 +201,18 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, setup: str) -> None
         assert "is a file; give the results folder" in lines[0]
 
 
-def test_report_package_imports_no_runner_optimizer_or_torch() -> None:
+@pytest.mark.parametrize(
+    "load",
+    [
+        "import bdhf_bench.report, bdhf_bench.report.cli",
+        # the command line as the report's worker processes import it again (spawn re-runs
+        # the `bdhf-bench` script's imports): torch there would cost each worker ~500 MB
+        "from bdhf_bench.cli import main; main(['report', '--help'], standalone_mode=False)",
+    ],
+)
+def test_report_and_its_command_import_no_runner_optimizer_or_torch(load: str) -> None:
     code = (
-        "import sys, bdhf_bench.report, bdhf_bench.report.cli;"
+        f"import sys; {load};"
         "bad = [m for m in sys.modules if m.startswith(('bdhf_bench.runner', 'bdhf_bench.optim',"
         " 'bdhf_bench.problems', 'bdhf_bench.curvature', 'torch'))];"
         "print(bad); sys.exit(1 if bad else 0)"
@@ -262,3 +272,21 @@ def test_figures_drawn_in_worker_processes_are_the_same_files(tmp_path: Path) ->
     for name in names:
         assert (here.out_dir / name).read_bytes() == (pool.out_dir / name).read_bytes(), name
     assert pool.notes == here.notes
+
+
+@pytest.mark.parametrize("index_name", [None, "problem"])
+def test_csv_tables_are_streamed_as_the_same_bytes_pandas_writes(
+    tmp_path: Path, index_name: str | None
+) -> None:
+    # the writer streams a table to its file (a 30,000-run folder's evaluations are ~250 MB of
+    # text); the file must hold exactly pandas' own text: UTF-8, the index only when named
+    frame = pd.DataFrame(
+        {"name": ["a,b", 'é "quoted"', None], "value": [1.5, np.nan, 3.0], "n": [1, 2, 3]},
+        index=pd.Index(["x", "y", "z"], name=index_name),
+    )
+    writer = ReportWriter(tmp_path)
+    rel = writer.csv("t", frame)
+    expected = frame.to_csv(index=index_name is not None).encode("utf-8")
+    assert (tmp_path / rel).read_bytes() == expected
+    assert writer.written == [tmp_path / rel]
+    assert not list(tmp_path.rglob("*.tmp"))

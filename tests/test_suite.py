@@ -216,7 +216,7 @@ def test_leaderboard_workers_default_to_the_suites_at_most_the_cores(
 ):
     import click
 
-    import bdhf_bench.cli as cli_module
+    import bdhf_bench.cli.leaderboard as leaderboard_module
 
     seen = []
 
@@ -224,8 +224,8 @@ def test_leaderboard_workers_default_to_the_suites_at_most_the_cores(
         seen.append(workers)
         raise click.ClickException("stop here")
 
-    monkeypatch.setattr(cli_module, "_executor", executor)
-    monkeypatch.setattr(cli_module, "_cores", lambda: 3)
+    monkeypatch.setattr(leaderboard_module, "make_executor", executor)
+    monkeypatch.setattr(leaderboard_module, "cores", lambda: 3)
     suite = _write(
         tmp_path, f"{line}[[experiment]]\nproblem = 'tiny_mlp'\noptimizers = ['adam']\nsteps = 1\n"
     )

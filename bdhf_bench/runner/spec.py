@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..limits import MAX_SEED
+
 DATA_SOURCES = ("real", "synthetic")
-MAX_SEED = 2**32 - 1
-"""Seeds are 0 .. 2**32 - 1, the range of numpy's seeds (which DeepOBS's runner uses)."""
 
 
 class RunInputError(ValueError):

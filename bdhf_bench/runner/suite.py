@@ -129,7 +129,13 @@ class Suite:
     tunings: list[TunePlan] = field(default_factory=list)
 
     def size(self) -> int:
+        """Every run the suite makes: fixed runs, searches and final seeds."""
         return len(self.runs) + sum(len(t.settings) + len(t.final_seeds) for t in self.tunings)
+
+    def known_specs(self) -> list[RunSpec]:
+        """The runs known before any has ended: every fixed run, then every tuning's search
+        (a final run's setting is chosen by its search)."""
+        return [*self.runs, *(spec for plan in self.tunings for spec in plan.search_specs())]
 
 
 def load_suite(name: str) -> Suite:

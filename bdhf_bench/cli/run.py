@@ -1,0 +1,201 @@
+"""``run``: one optimizer on one problem, a run per seed; ``run-spec``: one run of a spec file
+(a SLURM array task)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..limits import MAX_SEED
+from .common import (
+    BadInput,
+    FiniteFloat,
+    Machine,
+    data_dir_option,
+    lookup_optimizer,
+    lookup_problem,
+    machine_options,
+    make_budget,
+    open_store,
+    parse_device,
+    parse_overrides,
+    preflight_or_fail,
+    run_error,
+    run_errors,
+)
+
+
+def run_options(func):
+    """Options shared by ``run`` and ``tune``."""
+    decorators = [
+        click.option("--problem", "-p", required=True, help="Problem name (see `list problems`)."),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Default: the problem's."),
+        click.option("--epochs", type=click.IntRange(min=1), help="Budget in epochs."),
+        click.option("--steps", type=click.IntRange(min=1), help="Budget in optimizer steps."),
+        click.option(
+            "--time-budget",
+            type=FiniteFloat(min=0, min_open=True),
+            help="Budget in seconds of training time (evaluations excluded).",
+        ),
+        click.option(
+            "--eval-every",
+            type=click.IntRange(min=1),
+            help="Evaluate every N steps (default: at epoch boundaries).",
+        ),
+        click.option(
+            "--weight-decay",
+            type=FiniteFloat(min=0),
+            help="L2 factor (default: the problem's, as DeepOBS).",
+        ),
+        click.option("--device", help="cpu, cuda or cuda:N (default: the GPU when there is one)."),
+        click.option(
+            "--data",
+            type=click.Choice(["real", "synthetic"]),
+            default="real",
+            show_default=True,
+            help="Real data sets, or data generated from the seed with the real shapes.",
+        ),
+        data_dir_option,
+        machine_options,
+        click.option(
+            "--output-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=Path("results"),
+            show_default=True,
+        ),
+        click.option("--quiet", "-q", is_flag=True, help="No progress lines."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def outcome_text(out) -> str:
+    """A finished run's one line, with where its result lies."""
+    from ..runner.console import outcome_line
+
+    line = outcome_line(out)
+    return f"{line} -> {out.path}" if out.status != "failed" and out.path else line
+
+
+@click.command()
+@run_options
+@click.option("--optimizer", "-o", default="bdhf", show_default=True, help="Optimizer name.")
+@click.option(
+    "--seed",
+    "seeds",
+    type=click.IntRange(0, MAX_SEED),
+    multiple=True,
+    help="Random seed (repeatable; default 42).",
+)
+@click.option(
+    "--hp", "hps", multiple=True, metavar="NAME=VALUE", help="Hyperparameter (repeatable)."
+)
+def run(
+    problem: str,
+    optimizer: str,
+    seeds: tuple[int, ...],
+    hps: tuple[str, ...],
+    batch_size: int | None,
+    epochs: int | None,
+    steps: int | None,
+    time_budget: float | None,
+    eval_every: int | None,
+    weight_decay: float | None,
+    device: str | None,
+    data: str,
+    data_dir: Path | None,
+    machine: Machine,
+    output_dir: Path,
+    quiet: bool,
+) -> None:
+    """Train one optimizer on one problem, one run per seed; results as DeepOBS JSON."""
+    from ..runner import RunSpec, run_one
+
+    prob = lookup_problem(problem)
+    entry = lookup_optimizer(optimizer)
+    overrides = parse_overrides(entry, hps)
+    dev = parse_device(device)
+    budget = make_budget(prob, epochs, steps, time_budget)
+    specs = [
+        RunSpec(
+            problem=prob.name,
+            optimizer=entry.name,
+            hyperparameters=entry.resolve(overrides),
+            seed=seed,
+            batch_size=batch_size or prob.batch_size,
+            budget=budget,
+            eval_every=eval_every,
+            data=data,
+            weight_decay=weight_decay,
+        )
+        for seed in (seeds or (42,))
+    ]
+    preflight_or_fail("run", specs, data_dir, None)
+    store = open_store(output_dir)
+    execution = machine.execution(dev, data_dir, progress=not quiet)
+    for spec in specs:
+        try:
+            out = run_one(spec, store, execution)
+        except run_errors() as exc:
+            raise run_error(exc) from None
+        if out.status == "busy":
+            click.echo(f"busy: {spec.label()} is running in another process; skipped")
+            continue
+        click.echo(outcome_text(out))
+
+
+@click.command("run-spec", hidden=True)
+@click.option(
+    "--specs",
+    "specs_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Spec file written by --emit-slurm.",
+)
+@click.option(
+    "--index",
+    type=click.IntRange(min=0),
+    required=True,
+    envvar="SLURM_ARRAY_TASK_ID",
+    help="Which spec (default: $SLURM_ARRAY_TASK_ID).",
+)
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--device", help="cpu, cuda or cuda:N (default: the GPU when there is one).")
+@data_dir_option
+@click.option("--threads", type=click.IntRange(min=1), help="torch threads (as for run).")
+@click.option(
+    "--cg-check-every",
+    type=click.IntRange(min=1),
+    default=1,
+    help="bdhf/hf: read CG's active-block mask every K iterations (as for run).",
+)
+@click.option("--cg-compile", is_flag=True, help="bdhf/hf: CG's compiled iteration (as for run).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def run_spec(
+    specs_file: Path,
+    index: int,
+    output_dir: Path,
+    device: str | None,
+    data_dir: Path | None,
+    threads: int | None,
+    cg_check_every: int,
+    cg_compile: bool,
+    quiet: bool,
+) -> None:
+    """Plumbing for SLURM array tasks: run spec INDEX of a spec file (skipped when finished,
+    resumed from its checkpoint, waited for while another process holds it)."""
+    from ..runner.slurm import SpecFileError, load_spec, run_until_done
+
+    try:
+        spec = load_spec(specs_file, index)
+    except SpecFileError as exc:
+        raise BadInput(str(exc)) from None
+    machine = Machine(threads=threads, cg_check_every=cg_check_every, cg_compile=cg_compile)
+    execution = machine.execution(parse_device(device), data_dir, progress=not quiet)
+    try:
+        out = run_until_done(spec, open_store(output_dir), execution, echo=click.echo)
+    except run_errors() as exc:
+        raise run_error(exc) from None
+    click.echo(outcome_text(out))

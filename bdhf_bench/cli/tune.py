@@ -1,0 +1,197 @@
+"""``tune``: DeepOBS's protocol for one optimizer on one problem: search on one seed, select on
+the validation metric, rerun the best setting with more seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..limits import MAX_SEED
+from .common import (
+    BadInput,
+    Machine,
+    lookup_optimizer,
+    lookup_problem,
+    make_budget,
+    open_store,
+    parse_overrides,
+    preflight_or_fail,
+    run_error,
+    run_errors,
+)
+from .executors import executor_options, make_executor, rerun_command, write_slurm_script
+from .run import run_options
+
+
+@click.command()
+@run_options
+@click.option("--optimizer", "-o", required=True, help="Optimizer name.")
+@click.option(
+    "--grid",
+    "grid_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML grid file ([grid] lists, optional [fixed]); default: the optimizer's grid.",
+)
+@click.option(
+    "--random-trials",
+    type=click.IntRange(min=1),
+    help="Random search with this many trials over the grid's range instead of the grid.",
+)
+@click.option(
+    "--search-seed",
+    type=click.IntRange(0, MAX_SEED),
+    default=0,
+    show_default=True,
+    help="Random search seed.",
+)
+@click.option(
+    "--tuning-seed",
+    type=click.IntRange(0, MAX_SEED),
+    default=42,
+    show_default=True,
+    help="Seed of the search runs.",
+)
+@click.option(
+    "--final-seeds",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Seeds (tuning seed onwards) for the rerun of the best setting (DeepOBS: 10).",
+)
+@click.option("--hp", "hps", multiple=True, metavar="NAME=VALUE", help="Fixed hyperparameter.")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs at once."
+)
+@executor_options
+def tune(
+    problem: str,
+    optimizer: str,
+    grid_file: Path | None,
+    random_trials: int | None,
+    search_seed: int,
+    tuning_seed: int,
+    final_seeds: int,
+    hps: tuple[str, ...],
+    workers: int,
+    executor_kind: str,
+    address: str | None,
+    verbose: bool,
+    emit_slurm: Path | None,
+    batch_size: int | None,
+    epochs: int | None,
+    steps: int | None,
+    time_budget: float | None,
+    eval_every: int | None,
+    weight_decay: float | None,
+    device: str | None,
+    data: str,
+    data_dir: Path | None,
+    machine: Machine,
+    output_dir: Path,
+    quiet: bool,
+) -> None:
+    """Tune an optimizer on a problem (DeepOBS protocol): search on one seed, select on the
+    validation metric, rerun the best setting with more seeds."""
+    from ..runner.tune import (
+        GridFileError,
+        TunePlan,
+        grid_settings,
+        load_grid_file,
+        random_settings,
+    )
+
+    prob = lookup_problem(problem)
+    entry = lookup_optimizer(optimizer)
+    fixed = parse_overrides(entry, hps)
+    if final_seeds and tuning_seed + final_seeds - 1 > MAX_SEED:
+        raise BadInput(
+            f"--final-seeds {final_seeds} from --tuning-seed {tuning_seed} passes the largest "
+            f"seed, {MAX_SEED}; give a smaller tuning seed or fewer final seeds"
+        )
+    points: list[dict] = []
+    if grid_file is not None:
+        try:
+            grid, file_fixed, points = load_grid_file(grid_file, entry)
+        except GridFileError as exc:
+            raise BadInput(str(exc)) from None
+        fixed = {**file_fixed, **fixed}
+    else:
+        grid = dict(entry.grid)
+        if not grid:
+            raise BadInput(f"optimizer {entry.name!r} has no default grid; give --grid FILE")
+    if random_trials and points:
+        raise BadInput(
+            "random search samples a [grid]; a grid file with [[point]] tables lists "
+            "its settings itself, so leave out --random"
+        )
+    try:
+        settings = (
+            random_settings(entry, grid, fixed, random_trials, search_seed)
+            if random_trials
+            else grid_settings(entry, grid, fixed, points)
+        )
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    plan = TunePlan(
+        problem=prob,
+        entry=entry,
+        settings=settings,
+        batch_size=batch_size or prob.batch_size,
+        budget=make_budget(prob, epochs, steps, time_budget),
+        data=data,
+        eval_every=eval_every,
+        weight_decay=weight_decay,
+        tuning_seed=tuning_seed,
+        final_seeds=list(range(tuning_seed, tuning_seed + final_seeds)),
+    )
+    if emit_slurm is not None:
+        then = (
+            f"{rerun_command('tune')}\n#          skips these search runs, selects on validation "
+            f"and runs the {final_seeds} final seed(s)."
+        )
+        title = f"the search of tuning {entry.name} on {prob.name}"
+        specs = plan.search_specs()
+        ray = executor_kind != "local" or address is not None
+        write_slurm_script(
+            emit_slurm,
+            specs,
+            output_dir,
+            device,
+            data_dir,
+            title,
+            then,
+            ray,
+            machine,
+        )
+        return
+    preflight_or_fail("tune", plan.search_specs(), data_dir, None)
+    executor = make_executor(
+        executor_kind,
+        address,
+        workers,
+        device,
+        data_dir,
+        quiet,
+        machine,
+        verbose,
+    )
+    store = open_store(output_dir)
+    click.echo(f"search: {len(settings)} settings of {entry.name} on {prob.name}")
+    try:
+        outcomes = executor.run(plan.search_specs(), store)
+    except run_errors() as exc:
+        raise run_error(exc) from None
+    best, score = plan.select(outcomes)
+    metric = "valid accuracy" if prob.correct is not None else "valid loss"
+    shown = score if prob.correct is not None else -score
+    click.echo(f"best on {metric} ({shown:.4g}): {best}")
+    if final_seeds:
+        final = executor.run(plan.final_specs(best), store)
+        kept = sorted({str(out.path.parent) for out in final if out.path is not None})
+        for folder in kept:  # each run was printed as it ended; where they are, once
+            click.echo(f"final runs: {folder}")
+        outcomes = [*outcomes, *final]
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise click.ClickException(f"{len(failed)} run(s) failed (see above)")

@@ -26,6 +26,7 @@ of them alike. Per optimizer:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -87,6 +88,38 @@ class StepCost:
         )
 
 
+def _batches(problem: Any, batch: int, device: torch.device, seed: int, n: int) -> list[Any]:
+    """The first ``n`` training batches of the problem's synthetic data (epochs as needed)."""
+    splits = problem_data(
+        problem, batch_size=batch, source="synthetic", data_dir=None, device=device, seed=seed
+    )
+    stream = train_stream(splits, batch, seed=seed, augment=problem.augment)
+    batches: list[Any] = []
+    epoch = 0
+    while len(batches) < n:
+        batches += list(stream.epoch(epoch))
+        epoch += 1
+    return batches[:n]
+
+
+def _timed_step(
+    driver: Any, make_closure: Any, repeats: int, device: torch.device, parts: bool
+) -> tuple[float, ModelClosure, PartTimer]:
+    """The fastest of ``repeats`` steps, each on a fresh closure, synchronised around it; the
+    last closure and part timer (what the step counted and where its time went)."""
+    elapsed = math.inf
+    for _ in range(repeats):
+        c = make_closure()
+        timer = PartTimer(device)
+        with timer.active() if parts else contextlib.nullcontext():
+            synchronize(device)
+            start = time.perf_counter()
+            driver.step(c)
+            synchronize(device)
+            elapsed = min(elapsed, time.perf_counter() - start)
+    return elapsed, c, timer
+
+
 def measure_step_cost(
     problem_name: str,
     optimizers: Sequence[tuple[str, Mapping[str, Any]]],
@@ -113,16 +146,7 @@ def measure_step_cost(
     batch = batch_size or problem.batch_size
     if "adam" not in [n for n, _ in optimizers]:
         optimizers = [("adam", {}), *optimizers]
-    splits = problem_data(
-        problem, batch_size=batch, source="synthetic", data_dir=None, device=device, seed=seed
-    )
-    stream = train_stream(splits, batch, seed=seed, augment=problem.augment)
-    batches: list[Any] = []
-    epoch = 0
-    while len(batches) < warmup + steps:
-        batches += list(stream.epoch(epoch))
-        epoch += 1
-    batches = batches[: warmup + steps]
+    batches = _batches(problem, batch, device, seed, warmup + steps)
 
     def closure(model: torch.nn.Module, l2: list[float], x: Any, y: Any) -> ModelClosure:
         inputs, targets = problem.prepare_batch(x, y)
@@ -139,24 +163,13 @@ def measure_step_cost(
         runs.append((name, model, driver, l2))
         costs.append(cost)
     times: list[list[float]] = [[] for _ in runs]
-    prod: list[float] = [0.0 for _ in runs]
-    cg_vec: list[float] = [0.0 for _ in runs]
-    geq: list[float] = [0.0 for _ in runs]
-    prod_geq: list[float] = [0.0 for _ in runs]
-    iters: list[float] = [0.0 for _ in runs]
+    prod, cg_vec, geq, prod_geq, iters = ([0.0] * len(runs) for _ in range(5))
     for i, (x, y) in enumerate(batches):
         for k, (name, model, driver, l2) in enumerate(runs):
             # Adam's step is short and the machine shared: its round is the fastest of a few
-            elapsed = math.inf
-            for _ in range(adam_repeats if name == "adam" else 1):
-                c = closure(model, l2, x, y)
-                timer = PartTimer(device)
-                with timer.active() if parts else contextlib.nullcontext():
-                    synchronize(device)
-                    start = time.perf_counter()
-                    driver.step(c)
-                    synchronize(device)
-                    elapsed = min(elapsed, time.perf_counter() - start)
+            repeats = adam_repeats if name == "adam" else 1
+            make = functools.partial(closure, model, l2, x, y)
+            elapsed, c, timer = _timed_step(driver, make, repeats, device, parts)
             if i < warmup:
                 continue
             times[k].append(elapsed)
@@ -168,25 +181,22 @@ def measure_step_cost(
                 c.counts.forward, c.counts.backward, products.block, products.full, 1
             )
             prod_geq[k] += costs[k].gradient_equivalents(0.0, 0.0, products.block, products.full, 0)
-    names = [name for name, *_ in runs]
-    adam = times[names.index("adam")]
-    rows = []
-    for k, name in enumerate(names):
-        rows.append(
-            StepCost(
-                problem_name,
-                name,
-                sum(times[k]) / steps,
-                # a ratio of sums over the same rounds: each step is paired with Adam's beside it
-                sum(times[k]) / sum(adam),
-                geq[k] / steps,
-                prod[k] / sum(times[k]),
-                iters[k] / steps,
-                prod_geq[k] / steps,
-                cg_vec[k] / sum(times[k]),
-            )
+    adam = times[[name for name, *_ in runs].index("adam")]
+    # ratios of sums over the same rounds: each step is paired with Adam's beside it
+    return [
+        StepCost(
+            problem_name,
+            name,
+            sum(times[k]) / steps,
+            sum(times[k]) / sum(adam),
+            geq[k] / steps,
+            prod[k] / sum(times[k]),
+            iters[k] / steps,
+            prod_geq[k] / steps,
+            cg_vec[k] / sum(times[k]),
         )
-    return rows
+        for k, (name, *_) in enumerate(runs)
+    ]
 
 
 def format_rows(rows: Sequence[StepCost], batch_sizes: Mapping[str, int]) -> str:

@@ -54,9 +54,6 @@ def leaderboard(
     """Run a suite (resuming what exists) and regenerate its leaderboard report."""
     import torch
 
-    from ..report.baselines import default_baselines_path
-    from ..report.build import ReportInputError, build_report
-    from ..runner.environment import changed_tracked_files
     from ..runner.suite import SuiteError, load_suite, run_suite
 
     try:
@@ -65,27 +62,16 @@ def leaderboard(
         raise BadInput(str(exc)) from None
     results = results or suite.results
     out = out or suite.report
+    specs = suite.known_specs()
     if emit_slurm is not None:
-        specs = suite.known_specs()
         then = (
             f"{rerun_command('leaderboard')}\n#          skips these runs, runs the final seeds "
             "of any tuned optimizer and writes the leaderboard."
         )
         title = f"suite {suite.name} (fixed runs and tuning searches)"
         ray = executor_kind != "local" or address is not None
-        write_slurm_script(
-            emit_slurm,
-            specs,
-            results,
-            device,
-            data_dir,
-            title,
-            then,
-            ray,
-            machine,
-        )
+        write_slurm_script(emit_slurm, specs, results, device, data_dir, title, then, ray, machine)
         return
-    specs = suite.known_specs()
     local = executor_kind == "local"
     device = device or suite.device
     check = torch.device(device) if local and device is not None else None
@@ -94,14 +80,7 @@ def leaderboard(
     if workers is None:
         workers = min(suite.workers, cores()) if local else 1
     executor = make_executor(
-        executor_kind,
-        address,
-        workers,
-        device,
-        data_dir,
-        quiet,
-        machine,
-        verbose,
+        executor_kind, address, workers, device, data_dir, quiet, machine, verbose
     )
     store = open_store(results)
     started = time.monotonic()
@@ -112,13 +91,30 @@ def leaderboard(
     except run_errors() as exc:
         raise run_error(exc) from None
     failed = [o for o in outcomes if o.status == "failed"]
+    summary = _write_report(suite, results, out)
+    minutes, seconds = divmod(round(time.monotonic() - started), 60)
+    click.echo(f"elapsed:     {minutes}m{seconds:02d}s (runs and report)")
+    for item in summary.skipped:
+        click.echo(f"skipped {item.path}: {item.reason}")
+    if failed:
+        raise click.ClickException(f"{len(failed)} run(s) failed (see above)")
+
+
+def _write_report(suite, results: Path, out: Path):
+    """The suite's report from ``results`` into ``out``, saying where it is and what it left
+    out; the report's summary."""
+    from ..report.baselines import default_baselines_path
+    from ..report.build import ReportInputError, build_report
+    from ..runner.environment import changed_tracked_files
+
+    tuned = suite.tuned
     try:
         summary = build_report(
             [results],
             out,
             baselines=default_baselines_path(),
             milestones=suite.levels,
-            tuned_dirs=[suite.tuned] if suite.tuned is not None and suite.tuned.is_dir() else [],
+            tuned_dirs=[tuned] if tuned is not None and tuned.is_dir() else [],
         )
     except ReportInputError as exc:
         raise click.ClickException(str(exc)) from None
@@ -131,17 +127,12 @@ def leaderboard(
             "(`git diff` shows what changed); results record the code's revision, which this "
             "does not mark dirty"
         )
-    if suite.tuned is not None and not suite.tuned.is_dir():
+    if tuned is not None and not tuned.is_dir():
         click.echo(
-            f"note: no tuned results at {suite.tuned}: the untuned-against-tuned table "
+            f"note: no tuned results at {tuned}: the untuned-against-tuned table "
             "is left out (run that suite first)"
         )
-    minutes, seconds = divmod(round(time.monotonic() - started), 60)
-    click.echo(f"elapsed:     {minutes}m{seconds:02d}s (runs and report)")
-    for item in summary.skipped:
-        click.echo(f"skipped {item.path}: {item.reason}")
-    if failed:
-        raise click.ClickException(f"{len(failed)} run(s) failed (see above)")
+    return summary
 
 
 def cores() -> int:

@@ -24,6 +24,39 @@ from .executors import executor_options, make_executor, rerun_command, write_slu
 from .run import run_options
 
 
+def _search_settings(
+    entry, fixed: dict, grid_file: Path | None, random_trials: int | None, search_seed: int
+) -> list[dict]:
+    """The settings to search: the grid file's (or the optimizer's default grid), every one of
+    them or ``random_trials`` drawn from its range; ``fixed`` joins each."""
+    from ..runner.tune import GridFileError, grid_settings, load_grid_file, random_settings
+
+    points: list[dict] = []
+    if grid_file is not None:
+        try:
+            grid, file_fixed, points = load_grid_file(grid_file, entry)
+        except GridFileError as exc:
+            raise BadInput(str(exc)) from None
+        fixed = {**file_fixed, **fixed}
+    else:
+        grid = dict(entry.grid)
+        if not grid:
+            raise BadInput(f"optimizer {entry.name!r} has no default grid; give --grid FILE")
+    if random_trials and points:
+        raise BadInput(
+            "random search samples a [grid]; a grid file with [[point]] tables lists "
+            "its settings itself, so leave out --random"
+        )
+    try:
+        return (
+            random_settings(entry, grid, fixed, random_trials, search_seed)
+            if random_trials
+            else grid_settings(entry, grid, fixed, points)
+        )
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+
 @click.command()
 @run_options
 @click.option("--optimizer", "-o", required=True, help="Optimizer name.")
@@ -93,13 +126,7 @@ def tune(
 ) -> None:
     """Tune an optimizer on a problem (DeepOBS protocol): search on one seed, select on the
     validation metric, rerun the best setting with more seeds."""
-    from ..runner.tune import (
-        GridFileError,
-        TunePlan,
-        grid_settings,
-        load_grid_file,
-        random_settings,
-    )
+    from ..runner.tune import TunePlan, run_tunings
 
     prob = lookup_problem(problem)
     entry = lookup_optimizer(optimizer)
@@ -109,30 +136,7 @@ def tune(
             f"--final-seeds {final_seeds} from --tuning-seed {tuning_seed} passes the largest "
             f"seed, {MAX_SEED}; give a smaller tuning seed or fewer final seeds"
         )
-    points: list[dict] = []
-    if grid_file is not None:
-        try:
-            grid, file_fixed, points = load_grid_file(grid_file, entry)
-        except GridFileError as exc:
-            raise BadInput(str(exc)) from None
-        fixed = {**file_fixed, **fixed}
-    else:
-        grid = dict(entry.grid)
-        if not grid:
-            raise BadInput(f"optimizer {entry.name!r} has no default grid; give --grid FILE")
-    if random_trials and points:
-        raise BadInput(
-            "random search samples a [grid]; a grid file with [[point]] tables lists "
-            "its settings itself, so leave out --random"
-        )
-    try:
-        settings = (
-            random_settings(entry, grid, fixed, random_trials, search_seed)
-            if random_trials
-            else grid_settings(entry, grid, fixed, points)
-        )
-    except ValueError as exc:
-        raise BadInput(str(exc)) from None
+    settings = _search_settings(entry, fixed, grid_file, random_trials, search_seed)
     plan = TunePlan(
         problem=prob,
         entry=entry,
@@ -154,44 +158,21 @@ def tune(
         specs = plan.search_specs()
         ray = executor_kind != "local" or address is not None
         write_slurm_script(
-            emit_slurm,
-            specs,
-            output_dir,
-            device,
-            data_dir,
-            title,
-            then,
-            ray,
-            machine,
+            emit_slurm, specs, output_dir, device, data_dir, title, then, ray, machine
         )
         return
     preflight_or_fail("tune", plan.search_specs(), data_dir, None)
     executor = make_executor(
-        executor_kind,
-        address,
-        workers,
-        device,
-        data_dir,
-        quiet,
-        machine,
-        verbose,
+        executor_kind, address, workers, device, data_dir, quiet, machine, verbose
     )
     store = open_store(output_dir)
-    click.echo(f"search: {len(settings)} settings of {entry.name} on {prob.name}")
     try:
-        outcomes = executor.run(plan.search_specs(), store)
+        outcomes = run_tunings([plan], store, executor, echo=click.echo)
     except run_errors() as exc:
         raise run_error(exc) from None
-    best, score = plan.select(outcomes)
-    metric = "valid accuracy" if prob.correct is not None else "valid loss"
-    shown = score if prob.correct is not None else -score
-    click.echo(f"best on {metric} ({shown:.4g}): {best}")
-    if final_seeds:
-        final = executor.run(plan.final_specs(best), store)
-        kept = sorted({str(out.path.parent) for out in final if out.path is not None})
-        for folder in kept:  # each run was printed as it ended; where they are, once
-            click.echo(f"final runs: {folder}")
-        outcomes = [*outcomes, *final]
+    final = outcomes[len(plan.settings) :]
+    for folder in sorted({str(out.path.parent) for out in final if out.path is not None}):
+        click.echo(f"final runs: {folder}")  # each run was printed as it ended; where, once
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         raise click.ClickException(f"{len(failed)} run(s) failed (see above)")

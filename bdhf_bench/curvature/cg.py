@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -108,6 +109,264 @@ def _per_block(name: str, value: float | Sequence[float], nb: int) -> list:
     return values
 
 
+@dataclass(frozen=True)
+class _StopLimits:
+    """The stopping rules' numbers, one per block, and their forms in the loop: a uniform
+    limit stays a Python scalar (no extra kernels), per-block ones are device vectors."""
+
+    max_its: list[int]
+    min_its: list[int]
+    tols: list[float]
+    residual_tol: float
+
+    @classmethod
+    def check(cls, nb: int, max_iters: Any, min_iters: Any, tol: Any, residual_tol: float):
+        """The limits for ``nb`` blocks, refused with a ValueError when out of range."""
+        max_its = _per_block("max_iters", max_iters, nb)
+        min_its = _per_block("min_iters", min_iters, nb)
+        tols = _per_block("tol", tol, nb)
+        if min(max_its) < 1 or min(min_its) < 0:
+            raise ValueError(
+                f"max_iters must be >= 1 and min_iters >= 0 (got {max_its}, {min_its})"
+            )
+        if not min(tols) > 0:
+            raise ValueError(f"tol must be positive, got {tols}")
+        return cls(max_its, min_its, tols, residual_tol)
+
+    @property
+    def limit(self) -> int:
+        """The most iterations any block may take."""
+        return max(self.max_its)
+
+    def on(self, dev: torch.device) -> tuple[Tensor | None, Tensor | None, float | Tensor]:
+        """(max_iters, min_iters, tol) as the loop reads them: None or a Python float where
+        every block has the same one, else a device vector (made once per run)."""
+        max_t = None if len(set(self.max_its)) == 1 else torch.tensor(self.max_its, device=dev)
+        min_t = None if len(set(self.min_its)) == 1 else torch.tensor(self.min_its, device=dev)
+        if len(set(self.tols)) == 1:
+            return max_t, min_t, self.tols[0]
+        return max_t, min_t, torch.tensor(self.tols, dtype=torch.float64, device=dev)
+
+
+def _damped_product(
+    matvec: MatVec, layout: BlockLayout, lam: list[float], matvec_damps: bool
+) -> Callable[[Tensor, Sequence[bool]], Tensor]:
+    """``(p, active) -> (A_bb + lambda_b I) p_b`` for the active blocks, from ``matvec``."""
+    sizes = layout.block_numels
+    one_lambda = len(set(lam)) == 1
+
+    def damped(p: Tensor, active: Sequence[bool]) -> Tensor:
+        if matvec_damps:
+            return matvec(p, active, lam)
+        ap = matvec(p, active)
+        if one_lambda:
+            # one kernel; inactive segments are ignored, so damping them too is harmless
+            if lam[0]:
+                ap.add_(p, alpha=lam[0])
+            return ap
+        for k, (ap_k, p_k) in enumerate(zip(ap.split(sizes), p.split(sizes))):
+            if active[k] and lam[k]:
+                ap_k.add_(p_k, alpha=lam[k])
+        return ap
+
+    return damped
+
+
+class _BlockCG:
+    """One block CG run: its vectors (views of a workspace), per-block scalars on the device,
+    and counters. ``run`` is the loop; ``_eager_step`` and ``_fused_step`` are one iteration's
+    vector work and bookkeeping, the same rules (``cg_rules``) in two forms."""
+
+    def __init__(
+        self,
+        damped: Callable[[Tensor, Sequence[bool]], Tensor],
+        b: Tensor,
+        layout: BlockLayout,
+        limits: _StopLimits,
+        preconditioner: Tensor | None,
+        workspace: Workspace,
+        check_every: int,
+        compiled: bool,
+    ) -> None:
+        self.damped, self.b, self.layout, self.limits = damped, b, layout, limits
+        self.preconditioner, self.ws = preconditioner, workspace
+        self.check_every, self.compiled = check_every, compiled
+        self.nb, self.dev, self.dtype = layout.num_blocks, b.device, b.dtype
+        self.sizes = layout.block_numels
+        self.dots = layout.block_dot
+        self.max_t, self.min_t, self.tol_t = limits.on(self.dev)
+        self.tracked = check_every > 1 or compiled
+        self.block_products = [0] * self.nb
+        self.matvecs = 0
+        self.iterates: list[tuple[int, Tensor]] = []
+
+    def _start(self, x0: Tensor | None) -> None:
+        """x, r = A x - b, y = M^-1 r, p = -y and the model value phi at x."""
+        b, nb, dev, ws = self.b, self.nb, self.dev, self.ws
+        everyone = [True] * nb
+        x, r, p = (ws.get(name, b) for name in ("cg.x", "cg.r", "cg.p"))
+        if x0 is None:
+            x.zero_()
+            torch.neg(b, out=r)
+            phi = torch.zeros(nb, dtype=torch.float64, device=dev)
+        else:
+            if x0.shape != b.shape:
+                raise ValueError("x0 must have the shape of b")
+            x.copy_(x0)
+            torch.sub(self.damped(x, everyone), b, out=r)
+            self.matvecs += 1
+            self.block_products = [1] * nb
+            phi = 0.5 * self.dots(torch.sub(r, b, out=p), x, everyone)  # p is free until set
+        # y = M^-1 r; without a preconditioner y is r itself.
+        m = self.preconditioner
+        y = r if m is None else torch.div(r, m, out=ws.get("cg.y", b))
+        torch.neg(y, out=p)
+        self.x, self.r, self.y, self.p = x, r, y, p
+        self.ry = self.dots(r, y, everyone)
+        self.solved_at = self.ry * self.limits.residual_tol**2
+        self.phi, self.phis = phi, [phi]
+        self.iters = torch.zeros(nb, dtype=torch.long, device=dev)
+        zero = torch.zeros(nb, dtype=torch.long, device=dev)
+        self.reason = torch.where(self.ry <= 0, CONVERGED, zero)
+        self.active = self.reason == RUNNING
+        self.stopped_at = torch.zeros(nb, dtype=torch.long, device=dev) if self.tracked else None
+        self.segments = [list(v.split(self.sizes)) for v in (x, r, y, p)]
+
+    def _fused_inputs(self) -> None:
+        """The fused iteration's per-block limits and per-iteration clock, on the device."""
+        limits, dev = self.limits, self.dev
+        self.fused_limits = (
+            torch.tensor(limits.tols, dtype=torch.float64, device=dev),
+            torch.tensor(limits.min_its, device=dev),
+            torch.tensor(limits.max_its, device=dev),
+            self.solved_at,
+        )
+        gaps = [max(10, math.ceil(0.1 * j)) for j in range(1, limits.limit + 1)]
+        self.clock = torch.tensor(
+            [(j, k, j > k) for j, k in enumerate(gaps, start=1)], dtype=torch.long, device=dev
+        )
+        m = self.preconditioner
+        self.precond = None if m is None else (m, self.y)
+        self.fused_segments = tuple(self.sizes)  # a constant of the traced graph
+        # before the progress window opens the rule is off and prev is never read; a tensor of
+        # its own (not phi itself) keeps the inputs unaliased, so one graph serves every i
+        self.no_prev = torch.zeros(self.nb, dtype=torch.float64, device=dev)
+
+    def _fused_step(self, i: int, ap: Tensor) -> None:
+        k_gap = max(10, math.ceil(0.1 * i))
+        prev = self.phis[i - k_gap] if i > k_gap else self.no_prev
+        state = (self.ry, self.phi, self.reason, self.iters, self.stopped_at)
+        state, self.active = fused_iteration(
+            self.x, self.r, self.p, ap, self.precond, state, prev, self.clock[i - 1],
+            self.fused_limits, self.fused_segments,
+        )  # fmt: skip
+        self.ry, self.phi, self.reason, self.iters, self.stopped_at = state
+        self.phis.append(self.phi)
+
+    def _eager_step(self, i: int, ap: Tensor, host_active: list[bool]) -> None:
+        reason, step, alpha = step_length(
+            self.dots(self.p, ap, host_active), self.ry, self.active, self.reason
+        )
+        xs, rs, ys, ps = self.segments
+        # The running blocks' vector updates, each a C++ loop over their segments (views);
+        # per element the same kernels as one addcmul_ per block, so the same bits.
+        # x += alpha p and r += alpha A p in one call.
+        on = [k for k, a in enumerate(host_active) if a]
+        alpha_v = alpha.to(self.dtype).unbind()
+        alpha_on = [alpha_v[k] for k in on]
+        ap_views = ap.split(self.sizes)
+        torch._foreach_addcmul_(
+            [xs[k] for k in on] + [rs[k] for k in on],
+            [ps[k] for k in on] + [ap_views[k] for k in on],
+            alpha_on + alpha_on,
+        )
+        m = self.preconditioner
+        if m is not None:
+            if len(on) == self.nb:
+                torch.div(self.r, m, out=self.y)
+            else:
+                m_views = m.split(self.sizes)
+                for k in on:
+                    torch.div(rs[k], m_views[k], out=ys[k])
+        ry_new = self.dots(self.r, self.y, host_active)
+        beta_v = direction_scale(step, self.ry, ry_new).to(self.dtype).unbind()
+        # p = beta p - y as two passes: a fused one (addcmul, add with alpha) rounds once, not
+        # twice, and would change CG's bits
+        p_on = [ps[k] for k in on]
+        torch._foreach_mul_(p_on, [beta_v[k] for k in on])
+        torch._foreach_sub_(p_on, [ys[k] for k in on])
+        self.phi, self.ry = advance_model(step, alpha, self.ry, ry_new, self.phi)
+        self.iters = self.iters + step.long()
+        self.phis.append(self.phi)
+        self.reason = self._stop(i, step, ry_new, reason)
+        if self.tracked:
+            self.stopped_at = torch.where(
+                self.active & (self.reason != RUNNING), i, self.stopped_at
+            )
+        self.active = self.reason == RUNNING
+
+    def _stop(self, i: int, step: Tensor, ry_new: Tensor, reason: Tensor) -> Tensor:
+        """The stop reasons after iteration ``i``: too slow progress, a solved residual, the
+        iteration limit (see the module docstring)."""
+        limits, min_t, max_t = self.limits, self.min_t, self.max_t
+        k_gap = max(10, math.ceil(0.1 * i))
+        if i > k_gap and (min_t is not None or i >= limits.min_its[0]):
+            slow = too_slow(self.phi, self.phis[i - k_gap], k_gap * self.tol_t)
+            if min_t is not None:
+                slow = slow & (min_t <= i)
+            reason = torch.where(step & slow, PROGRESS, reason)
+        solved = ry_new <= self.solved_at
+        reason = torch.where(step & solved & (reason == RUNNING), CONVERGED, reason)
+        if max_t is not None:
+            return torch.where((reason == RUNNING) & (max_t <= i), MAX_ITERS, reason)
+        if i >= limits.limit:
+            return torch.where(reason == RUNNING, MAX_ITERS, reason)
+        return reason
+
+    def _keep(self, j: int) -> None:
+        kept = self.ws.get(f"cg.iterate{len(self.iterates)}", self.x).copy_(self.x)
+        self.iterates.append((j, kept))
+
+    def run(self, x0: Tensor | None, keep_iterates: bool) -> CGResult:
+        """Iterate until every block has stopped; the result (x and iterates in the workspace)."""
+        self._start(x0)
+        if self.compiled:
+            self._fused_inputs()
+        limit = self.limits.limit
+        schedule = set(backtracking_schedule(limit)) if keep_iterates else set()
+        host_active = self.active.tolist()
+        i = 0
+        while any(host_active):
+            i += 1
+            ap = self.damped(self.p, host_active)
+            self.matvecs += 1
+            for k, a in enumerate(host_active):
+                self.block_products[k] += int(a)
+            if self.compiled:
+                self._fused_step(i, ap)
+            else:
+                self._eager_step(i, ap, host_active)
+            if i in schedule:
+                self._keep(i)
+            if not self.tracked or i % self.check_every == 0 or i >= limit:
+                host_active = self.active.tolist()
+        if self.tracked and i > 0:
+            # the iteration at which the last block stopped: where check_every=1 would have ended
+            i = int(self.stopped_at.max())
+            self.iterates = [(j, v) for j, v in self.iterates if j <= i]
+        if keep_iterates and (not self.iterates or self.iterates[-1][0] != i):
+            self._keep(i)
+        return CGResult(
+            x=self.x,
+            iterations=self.iters.tolist(),
+            stop_reasons=[STOP_REASONS[k] for k in self.reason.tolist()],
+            phi=self.phi,
+            matvecs=self.matvecs,
+            block_products=self.block_products,
+            iterates=self.iterates,
+        )
+
+
 def block_cg(
     matvec: MatVec,
     b: Tensor,
@@ -168,175 +427,11 @@ def block_cg(
         raise ValueError(f"right-hand side of shape {tuple(b.shape)}, expected ({layout.numel},)")
     if check_every < 1:
         raise ValueError(f"check_every must be >= 1, got {check_every}")
-    nb, dev, dtype = layout.num_blocks, b.device, b.dtype
-    max_its = _per_block("max_iters", max_iters, nb)
-    min_its = _per_block("min_iters", min_iters, nb)
-    tols = _per_block("tol", tol, nb)
-    if min(max_its) < 1 or min(min_its) < 0:
-        raise ValueError(f"max_iters must be >= 1 and min_iters >= 0 (got {max_its}, {min_its})")
-    if not min(tols) > 0:
-        raise ValueError(f"tol must be positive, got {tols}")
-    # Uniform limits stay Python scalars (no extra kernels); per-block ones are device vectors.
-    limit = max(max_its)
-    max_t = None if len(set(max_its)) == 1 else torch.tensor(max_its, device=dev)
-    min_t = None if len(set(min_its)) == 1 else torch.tensor(min_its, device=dev)
-    tol_t = tols[0] if len(set(tols)) == 1 else torch.tensor(tols, dtype=torch.float64, device=dev)
-    lam = torch.as_tensor(damping, dtype=torch.float64).expand(nb).tolist()
+    limits = _StopLimits.check(layout.num_blocks, max_iters, min_iters, tol, residual_tol)
     if preconditioner is not None and preconditioner.shape != b.shape:
         raise ValueError("the preconditioner must have the shape of b")
-    sizes = layout.block_numels
-    one_lambda = len(set(lam)) == 1
-
-    def damped(p: Tensor, active: Sequence[bool]) -> Tensor:
-        if matvec_damps:
-            return matvec(p, active, lam)
-        ap = matvec(p, active)
-        if one_lambda:
-            # one kernel; inactive segments are ignored, so damping them too is harmless
-            if lam[0]:
-                ap.add_(p, alpha=lam[0])
-            return ap
-        for k, (ap_k, p_k) in enumerate(zip(ap.split(sizes), p.split(sizes))):
-            if active[k] and lam[k]:
-                ap_k.add_(p_k, alpha=lam[k])
-        return ap
-
-    dots = layout.block_dot
-
-    everyone = [True] * nb
-    block_products = [0] * nb
-    matvecs = 0
-
+    lam = torch.as_tensor(damping, dtype=torch.float64).expand(layout.num_blocks).tolist()
+    damped = _damped_product(matvec, layout, lam, matvec_damps)
     ws = workspace if workspace is not None else Workspace()
-    x, r, p = (ws.get(name, b) for name in ("cg.x", "cg.r", "cg.p"))
-    if x0 is None:
-        x.zero_()
-        torch.neg(b, out=r)
-        phi = torch.zeros(nb, dtype=torch.float64, device=dev)
-    else:
-        if x0.shape != b.shape:
-            raise ValueError("x0 must have the shape of b")
-        x.copy_(x0)
-        torch.sub(damped(x, everyone), b, out=r)
-        matvecs += 1
-        block_products = [1] * nb
-        phi = 0.5 * dots(torch.sub(r, b, out=p), x, everyone)  # p is free until set below
-    # y = M^-1 r; without a preconditioner y is r itself.
-    y = r if preconditioner is None else torch.div(r, preconditioner, out=ws.get("cg.y", b))
-    torch.neg(y, out=p)
-    ry = dots(r, y, everyone)
-    solved_at = ry * residual_tol**2
-    phis = [phi]
-    iters = torch.zeros(nb, dtype=torch.long, device=dev)
-    reason = torch.where(ry <= 0, CONVERGED, torch.zeros(nb, dtype=torch.long, device=dev))
-    active = reason == RUNNING
-    host_active = active.tolist()
-    tracked = check_every > 1 or compiled
-    stopped_at = torch.zeros(nb, dtype=torch.long, device=dev) if tracked else None
-    if compiled:
-        # the fused iteration's per-block limits and per-iteration clock live on the device
-        limits = (
-            torch.tensor(tols, dtype=torch.float64, device=dev),
-            torch.tensor(min_its, device=dev),
-            torch.tensor(max_its, device=dev),
-            solved_at,
-        )
-        gaps = [max(10, math.ceil(0.1 * j)) for j in range(1, limit + 1)]
-        clock = torch.tensor(
-            [(j, k, j > k) for j, k in enumerate(gaps, start=1)], dtype=torch.long, device=dev
-        )
-        precond = None if preconditioner is None else (preconditioner, y)
-        segments = tuple(sizes)  # a constant of the traced graph
-        # before the progress window opens the rule is off and prev is never read; a tensor of
-        # its own (not phi itself) keeps the inputs unaliased, so one graph serves every i
-        no_prev = torch.zeros(nb, dtype=torch.float64, device=dev)
-
-    schedule = set(backtracking_schedule(limit)) if keep_iterates else set()
-    iterates: list[tuple[int, Tensor]] = []
-    xs, rs, ys, ps = (list(v.split(sizes)) for v in (x, r, y, p))
-
-    def keep(j: int) -> None:
-        iterates.append((j, ws.get(f"cg.iterate{len(iterates)}", x).copy_(x)))
-
-    i = 0
-    while any(host_active):
-        i += 1
-        ap = damped(p, host_active)
-        matvecs += 1
-        for k, a in enumerate(host_active):
-            block_products[k] += int(a)
-        k_gap = max(10, math.ceil(0.1 * i))
-        if compiled:
-            prev = phis[i - k_gap] if i > k_gap else no_prev
-            state = (ry, phi, reason, iters, stopped_at)
-            state, active = fused_iteration(
-                x, r, p, ap, precond, state, prev, clock[i - 1], limits, segments
-            )
-            ry, phi, reason, iters, stopped_at = state
-            phis.append(phi)
-        else:
-            reason, step, alpha = step_length(dots(p, ap, host_active), ry, active, reason)
-            # The running blocks' vector updates, each a C++ loop over their segments (views);
-            # per element the same kernels as one addcmul_ per block, so the same bits.
-            # x += alpha p and r += alpha A p in one call.
-            on = [k for k, a in enumerate(host_active) if a]
-            alpha_v = alpha.to(dtype).unbind()
-            alpha_on = [alpha_v[k] for k in on]
-            ap_views = ap.split(sizes)
-            torch._foreach_addcmul_(
-                [xs[k] for k in on] + [rs[k] for k in on],
-                [ps[k] for k in on] + [ap_views[k] for k in on],
-                alpha_on + alpha_on,
-            )
-            if preconditioner is not None:
-                if len(on) == nb:
-                    torch.div(r, preconditioner, out=y)
-                else:
-                    m_views = preconditioner.split(sizes)
-                    for k in on:
-                        torch.div(rs[k], m_views[k], out=ys[k])
-            ry_new = dots(r, y, host_active)
-            beta_v = direction_scale(step, ry, ry_new).to(dtype).unbind()
-            # p = beta p - y as two passes: a fused one (addcmul, add with alpha) rounds once, not
-            # twice, and would change CG's bits
-            p_on = [ps[k] for k in on]
-            torch._foreach_mul_(p_on, [beta_v[k] for k in on])
-            torch._foreach_sub_(p_on, [ys[k] for k in on])
-            phi, ry = advance_model(step, alpha, ry, ry_new, phi)
-            iters = iters + step.long()
-            phis.append(phi)
-
-            if i > k_gap and (min_t is not None or i >= min_its[0]):
-                slow = too_slow(phi, phis[i - k_gap], k_gap * tol_t)
-                if min_t is not None:
-                    slow = slow & (min_t <= i)
-                reason = torch.where(step & slow, PROGRESS, reason)
-            solved = ry_new <= solved_at
-            reason = torch.where(step & solved & (reason == RUNNING), CONVERGED, reason)
-            if max_t is not None:
-                reason = torch.where((reason == RUNNING) & (max_t <= i), MAX_ITERS, reason)
-            elif i >= limit:
-                reason = torch.where(reason == RUNNING, MAX_ITERS, reason)
-            if tracked:
-                stopped_at = torch.where(active & (reason != RUNNING), i, stopped_at)
-            active = reason == RUNNING
-        if i in schedule:
-            keep(i)
-        if not tracked or i % check_every == 0 or i >= limit:
-            host_active = active.tolist()
-
-    if tracked and i > 0:
-        # the iteration at which the last block stopped: where check_every=1 would have ended
-        i = int(stopped_at.max())
-        iterates = [(j, v) for j, v in iterates if j <= i]
-    if keep_iterates and (not iterates or iterates[-1][0] != i):
-        keep(i)
-    return CGResult(
-        x=x,
-        iterations=iters.tolist(),
-        stop_reasons=[STOP_REASONS[k] for k in reason.tolist()],
-        phi=phi,
-        matvecs=matvecs,
-        block_products=block_products,
-        iterates=iterates,
-    )
+    cg = _BlockCG(damped, b, layout, limits, preconditioner, ws, check_every, compiled)
+    return cg.run(x0, keep_iterates)

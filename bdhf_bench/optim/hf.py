@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..curvature import BlockLayout, GGNContext, Workspace, all_finite, block_cg
+from ..curvature import BlockLayout, CGResult, GGNContext, Workspace, all_finite, block_cg
 from .closure import ModelClosure
 from .damping_rules import curvature_damping, rayleigh_quotients
 from .hf_rules import (
@@ -415,7 +415,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
                 f"got {type(closure).__name__}"
             )
         self._read_settings()
-        hp, blk, layout = self._step, self._block, self.layout()
+        hp, layout = self._step, self.layout()
         known = {id(p) for p in closure.params}
         if any(id(p) not in known for p in layout.params):
             raise ValueError(
@@ -439,32 +439,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
 
         ctx = closure.curvature(hp["curvature_fraction"])
         stats.curvature_share = closure.curvature_share
-        start_products = 0
-        if hp["damping_start"] == "curvature" and self.totals["steps"] == 0:
-            self._set_damping(self._curvature_damping(ctx, layout, g))
-            start_products = 1
-        lam = self._damping()
-        precond = self._preconditioner(closure, layout, lam) if hp["precondition"] else None
-        product = ws.get("product", g)  # every CG product is written here: no vector per call
-        res = block_cg(
-            lambda v, active, lam: ctx.layout_mvp(layout, v, active, out=product, damping=lam),
-            torch.neg(g, out=ws.get("minus_g", g)),
-            layout,
-            lam,
-            x0=self._warm_start(layout),
-            max_iters=blk["cg_max_iters"],
-            min_iters=blk["cg_min_iters"],
-            tol=blk["cg_tol"],
-            preconditioner=precond,
-            keep_iterates=hp["backtrack"],
-            check_every=self.cg_check_every,
-            compiled=self.cg_compiled,
-            matvec_damps=True,
-            workspace=ws,
-        )
-        stats.cg_iterations = res.iterations
-        stats.cg_stop_reasons = res.stop_reasons
-        stats.block_products = [n + start_products for n in res.block_products]
+        res = self._solve(closure, ctx, layout, g, stats)
         finite_x = all_finite(res.x)
         self._store_warm_start(layout, res.x, finite_x)
         if "nonfinite" in res.stop_reasons or not finite_x:
@@ -506,6 +481,46 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         return f0
 
     # -- pieces of the step --------------------------------------------------------------------
+
+    def _solve(
+        self,
+        closure: ModelClosure,
+        ctx: GGNContext,
+        layout: BlockLayout,
+        g: Tensor,
+        stats: StepStats,
+    ) -> CGResult:
+        """CG on every block's damped system ``(G_bb + lambda_b I) d_b = -g_b`` (lambda set
+        from the curvature first on a curvature start's first step); its counts go to
+        ``stats``."""
+        hp, blk, ws = self._step, self._block, self._workspace
+        start_products = 0
+        if hp["damping_start"] == "curvature" and self.totals["steps"] == 0:
+            self._set_damping(self._curvature_damping(ctx, layout, g))
+            start_products = 1
+        lam = self._damping()
+        precond = self._preconditioner(closure, layout, lam) if hp["precondition"] else None
+        product = ws.get("product", g)  # every CG product is written here: no vector per call
+        res = block_cg(
+            lambda v, active, lam: ctx.layout_mvp(layout, v, active, out=product, damping=lam),
+            torch.neg(g, out=ws.get("minus_g", g)),
+            layout,
+            lam,
+            x0=self._warm_start(layout),
+            max_iters=blk["cg_max_iters"],
+            min_iters=blk["cg_min_iters"],
+            tol=blk["cg_tol"],
+            preconditioner=precond,
+            keep_iterates=hp["backtrack"],
+            check_every=self.cg_check_every,
+            compiled=self.cg_compiled,
+            matvec_damps=True,
+            workspace=ws,
+        )
+        stats.cg_iterations = res.iterations
+        stats.cg_stop_reasons = res.stop_reasons
+        stats.block_products = [n + start_products for n in res.block_products]
+        return res
 
     def _preconditioner(self, closure: ModelClosure, layout: BlockLayout, lam: list[float]):
         """Martens' ``(D + lambda + l2)^0.75``, D the squared per-example gradients' diagonal."""

@@ -101,125 +101,153 @@ _lbfgs = _library("torch.optim.LBFGS", max_iter=1, line_search_fn="strong_wolfe"
 # -- the entries --------------------------------------------------------------------------------
 
 
+def _kfac_entry() -> OptimizerEntry:
+    return OptimizerEntry(
+        "kfac",
+        "K-FAC (Martens & Grosse 2015) on curvlinops' Kronecker factors, SGD momentum",
+        KFAC,
+        {
+            "lr": _lr(1e-3),
+            "momentum": _beta(0.9, "SGD momentum on the preconditioned gradient"),
+            "damping": HyperParameter(
+                float, 1e-3, low=0.0, low_open=True, log=True, help="Tikhonov lambda"
+            ),
+            "update_period": _period(10, "steps between factor refreshes and inversions"),
+            "factor_decay": _beta(0.95, "running average of the factors"),
+            "kl_clip": HyperParameter(float, 1e-3, low=0.0, log=True, help="0: no clip"),
+            "fisher_type": HyperParameter(str, "mc", choices=FISHER_TYPES),
+            "heuristic_damping": HyperParameter(bool, True, help="factored damping"),
+        },
+        _kfac,
+        grid=_grid(),
+        refresh_period="update_period",
+        requires=(("curvlinops", "curvlinops-for-pytorch"),),
+    )
+
+
+def _soap_entry() -> OptimizerEntry:
+    return OptimizerEntry(
+        "soap",
+        "SOAP (Vyas et al. 2024): Adam in Shampoo's eigenbasis (pytorch-optimizer)",
+        "pytorch_optimizer.SOAP",
+        {
+            "lr": _lr(3e-3),
+            "beta1": _beta(0.95),
+            "beta2": _beta(0.95),
+            "eps": HyperParameter(float, 1e-8, low=0.0, low_open=True, log=True),
+            "update_period": _period(10, "steps between eigenbasis refreshes"),
+        },
+        _soap,
+        grid=_grid(),
+        step_protocol="closure",
+        refresh_period="update_period",
+        requires=_PYTORCH_OPTIMIZER,
+    )
+
+
+def _shampoo_entry() -> OptimizerEntry:
+    return OptimizerEntry(
+        "shampoo",
+        "Shampoo (Gupta et al. 2018): Kronecker-factored matrix roots (pytorch-optimizer)",
+        "pytorch_optimizer.Shampoo",
+        {
+            "lr": _lr(1e-3),
+            "momentum": _beta(0.0, "0: the library feeds the preconditioned update back"),
+            "matrix_eps": HyperParameter(float, 1e-6, low=0.0, low_open=True, log=True),
+            "update_period": _period(10, "steps between inverse-root refreshes"),
+        },
+        _shampoo,
+        grid=_grid(),
+        step_protocol="closure",
+        refresh_period="update_period",
+        requires=_PYTORCH_OPTIMIZER,
+    )
+
+
+def _adahessian_entry() -> OptimizerEntry:
+    return OptimizerEntry(
+        "adahessian",
+        "AdaHessian (Yao et al. 2021): Adam on a Hutchinson Hessian diagonal",
+        "pytorch_optimizer.AdaHessian",
+        {
+            "lr": _lr(0.1),
+            "beta1": _beta(0.9),
+            "beta2": _beta(0.999),
+            "hessian_power": HyperParameter(float, 1.0, low=0.0, high=1.0),
+            "update_period": _period(1, "steps between Hessian estimates"),
+        },
+        _adahessian,
+        grid=_grid(),
+        step_protocol="closure",
+        driver=SecondBackwardDriver,
+        refresh_period="update_period",
+        requires=_PYTORCH_OPTIMIZER,
+    )
+
+
+def _sophia_entry() -> OptimizerEntry:
+    return OptimizerEntry(
+        "sophia",
+        "Sophia-H (Liu et al. 2023): clipped Newton on a Hutchinson Hessian diagonal",
+        "pytorch_optimizer.SophiaH",
+        {
+            "lr": _lr(0.06),
+            "beta1": _beta(0.96),
+            "beta2": _beta(0.99),
+            "clip": HyperParameter(float, 0.01, low=0.0, low_open=True, log=True),
+            "update_period": _period(10, "steps between Hessian estimates"),
+        },
+        _sophia,
+        grid=_grid(),
+        step_protocol="closure",
+        driver=SecondBackwardDriver,
+        refresh_period="update_period",
+        requires=_PYTORCH_OPTIMIZER,
+    )
+
+
+def _sfadamw_entry() -> OptimizerEntry:
+    return OptimizerEntry(
+        "sfadamw",
+        "Schedule-free AdamW (Defazio et al. 2024), evaluated at its averaged point",
+        "schedulefree.AdamWScheduleFree",
+        {
+            "lr": _lr(2.5e-3),
+            "beta1": _beta(0.9),
+            "beta2": _beta(0.999),
+            "warmup_steps": HyperParameter(int, 0, low=0),
+        },
+        _sfadamw,
+        grid=_grid(),
+        step_protocol="closure",
+        driver=TrainEvalDriver,
+        requires=(("schedulefree", "schedulefree"),),
+    )
+
+
+def _lbfgs_entry() -> OptimizerEntry:
+    return OptimizerEntry(
+        "lbfgs",
+        "L-BFGS (torch), one iteration per mini-batch, strong-Wolfe line search",
+        torch.optim.LBFGS,
+        {
+            "lr": _lr(1.0),
+            "history_size": HyperParameter(int, 10, low=1),
+        },
+        _lbfgs,
+        grid=_grid(),
+        step_protocol="closure",
+    )
+
+
 def peer_entries() -> tuple[OptimizerEntry, ...]:
     """The entries, built on call (the registry adds them to the built-in ones)."""
     return (
-        OptimizerEntry(
-            "kfac",
-            "K-FAC (Martens & Grosse 2015) on curvlinops' Kronecker factors, SGD momentum",
-            KFAC,
-            {
-                "lr": _lr(1e-3),
-                "momentum": _beta(0.9, "SGD momentum on the preconditioned gradient"),
-                "damping": HyperParameter(
-                    float, 1e-3, low=0.0, low_open=True, log=True, help="Tikhonov lambda"
-                ),
-                "update_period": _period(10, "steps between factor refreshes and inversions"),
-                "factor_decay": _beta(0.95, "running average of the factors"),
-                "kl_clip": HyperParameter(float, 1e-3, low=0.0, log=True, help="0: no clip"),
-                "fisher_type": HyperParameter(str, "mc", choices=FISHER_TYPES),
-                "heuristic_damping": HyperParameter(bool, True, help="factored damping"),
-            },
-            _kfac,
-            grid=_grid(),
-            refresh_period="update_period",
-            requires=(("curvlinops", "curvlinops-for-pytorch"),),
-        ),
-        OptimizerEntry(
-            "soap",
-            "SOAP (Vyas et al. 2024): Adam in Shampoo's eigenbasis (pytorch-optimizer)",
-            "pytorch_optimizer.SOAP",
-            {
-                "lr": _lr(3e-3),
-                "beta1": _beta(0.95),
-                "beta2": _beta(0.95),
-                "eps": HyperParameter(float, 1e-8, low=0.0, low_open=True, log=True),
-                "update_period": _period(10, "steps between eigenbasis refreshes"),
-            },
-            _soap,
-            grid=_grid(),
-            step_protocol="closure",
-            refresh_period="update_period",
-            requires=_PYTORCH_OPTIMIZER,
-        ),
-        OptimizerEntry(
-            "shampoo",
-            "Shampoo (Gupta et al. 2018): Kronecker-factored matrix roots (pytorch-optimizer)",
-            "pytorch_optimizer.Shampoo",
-            {
-                "lr": _lr(1e-3),
-                "momentum": _beta(0.0, "0: the library feeds the preconditioned update back"),
-                "matrix_eps": HyperParameter(float, 1e-6, low=0.0, low_open=True, log=True),
-                "update_period": _period(10, "steps between inverse-root refreshes"),
-            },
-            _shampoo,
-            grid=_grid(),
-            step_protocol="closure",
-            refresh_period="update_period",
-            requires=_PYTORCH_OPTIMIZER,
-        ),
-        OptimizerEntry(
-            "adahessian",
-            "AdaHessian (Yao et al. 2021): Adam on a Hutchinson Hessian diagonal",
-            "pytorch_optimizer.AdaHessian",
-            {
-                "lr": _lr(0.1),
-                "beta1": _beta(0.9),
-                "beta2": _beta(0.999),
-                "hessian_power": HyperParameter(float, 1.0, low=0.0, high=1.0),
-                "update_period": _period(1, "steps between Hessian estimates"),
-            },
-            _adahessian,
-            grid=_grid(),
-            step_protocol="closure",
-            driver=SecondBackwardDriver,
-            refresh_period="update_period",
-            requires=_PYTORCH_OPTIMIZER,
-        ),
-        OptimizerEntry(
-            "sophia",
-            "Sophia-H (Liu et al. 2023): clipped Newton on a Hutchinson Hessian diagonal",
-            "pytorch_optimizer.SophiaH",
-            {
-                "lr": _lr(0.06),
-                "beta1": _beta(0.96),
-                "beta2": _beta(0.99),
-                "clip": HyperParameter(float, 0.01, low=0.0, low_open=True, log=True),
-                "update_period": _period(10, "steps between Hessian estimates"),
-            },
-            _sophia,
-            grid=_grid(),
-            step_protocol="closure",
-            driver=SecondBackwardDriver,
-            refresh_period="update_period",
-            requires=_PYTORCH_OPTIMIZER,
-        ),
-        OptimizerEntry(
-            "sfadamw",
-            "Schedule-free AdamW (Defazio et al. 2024), evaluated at its averaged point",
-            "schedulefree.AdamWScheduleFree",
-            {
-                "lr": _lr(2.5e-3),
-                "beta1": _beta(0.9),
-                "beta2": _beta(0.999),
-                "warmup_steps": HyperParameter(int, 0, low=0),
-            },
-            _sfadamw,
-            grid=_grid(),
-            step_protocol="closure",
-            driver=TrainEvalDriver,
-            requires=(("schedulefree", "schedulefree"),),
-        ),
-        OptimizerEntry(
-            "lbfgs",
-            "L-BFGS (torch), one iteration per mini-batch, strong-Wolfe line search",
-            torch.optim.LBFGS,
-            {
-                "lr": _lr(1.0),
-                "history_size": HyperParameter(int, 10, low=1),
-            },
-            _lbfgs,
-            grid=_grid(),
-            step_protocol="closure",
-        ),
+        _kfac_entry(),
+        _soap_entry(),
+        _shampoo_entry(),
+        _adahessian_entry(),
+        _sophia_entry(),
+        _sfadamw_entry(),
+        _lbfgs_entry(),
     )

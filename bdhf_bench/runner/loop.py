@@ -379,20 +379,7 @@ class Trainer:
         timer.start()
         while not done and s.diverged_at is None:
             for x, y in self.stream.epoch(s.epoch, start=s.batch):
-                progress.begin_step(s.step + 1)
-                closure = self._closure(x, y)
-                try:
-                    loss = self.driver.step(closure)
-                except torch.linalg.LinAlgError:  # a factorisation met non-finite curvature
-                    loss = torch.full((), math.nan)
-                pending.append(loss.detach().reshape(()))
-                self._count(closure)
-                s.step += 1
-                s.batch += 1
-                progress.end()
-                epoch_end = s.batch == self.steps_per_epoch
-                if epoch_end:
-                    s.epoch, s.batch = s.epoch + 1, 0
+                epoch_end = self._take_step(x, y, progress, pending)
                 if interrupted():
                     self._flush(pending, progress)
                     s.train_seconds += timer.stop()
@@ -442,6 +429,26 @@ class Trainer:
                     break
         if timer.running:
             s.train_seconds += timer.stop()
+
+    def _take_step(self, x: Any, y: Any, progress: Progress, pending: list[torch.Tensor]) -> bool:
+        """One optimizer step on the batch (x, y): its loss queued in ``pending`` (read back
+        later, not now), its passes counted; whether it ended the epoch."""
+        s = self.state
+        progress.begin_step(s.step + 1)
+        closure = self._closure(x, y)
+        try:
+            loss = self.driver.step(closure)
+        except torch.linalg.LinAlgError:  # a factorisation met non-finite curvature
+            loss = torch.full((), math.nan)
+        pending.append(loss.detach().reshape(()))
+        self._count(closure)
+        s.step += 1
+        s.batch += 1
+        progress.end()
+        epoch_end = s.batch == self.steps_per_epoch
+        if epoch_end:
+            s.epoch, s.batch = s.epoch + 1, 0
+        return epoch_end
 
     def _budget_spent(self, total: int | None, running: float) -> bool:
         seconds = self.spec.budget.seconds

@@ -13,6 +13,7 @@ Ray is optional (``pip install bdhf-bench[ray]``) and imported only when this ex
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -231,12 +232,9 @@ class RayExecutor:
         self.start()
         ray = self._ray
         assert ray is not None
-        from ray.exceptions import RayError, RayTaskError
-
         remote = ray.remote(_ray_task).options(
             num_cpus=1, num_gpus=1 if self.use_gpus else 0, max_retries=0, name="bdhf-bench run"
         )
-        root = str(Path(store.root).resolve())
         execution = replace(
             self.execution,
             progress=False,
@@ -245,81 +243,107 @@ class RayExecutor:
             data_dir=Path(self.execution.data_dir or DEFAULT_DATA_DIR).resolve(),
         )
         queue = RunQueue(specs, follow_up, self._slots, expected)
-        report = queue.report
-        crashes: dict[int, int] = {}
-        later: list[tuple[float, int]] = []  # (time, index): busy runs to submit again
-        pending: dict[Any, int] = {}
-        started = time.monotonic()
-        last_line = started
-
-        def submit(i: int) -> None:
-            pending[remote.remote(queue.specs[i], root, execution, self.device)] = i
-
-        def settle(i: int, out: RunOutcome, seconds: float | None = None) -> None:
-            added = queue.settle(i, out, seconds)
-            report.running = min(len(pending), self._slots)
-            self.echo(f"{outcome_line(out, self.verbose)} | {queue.line()}")
-            for j in added:
-                submit(j)
-
+        task = functools.partial(
+            remote.remote, root=str(Path(store.root).resolve()), execution=execution,
+            device=self.device,
+        )  # fmt: skip
+        tasks = _TasksInFlight(self, ray, task, queue)
         try:
             for i in range(len(queue.specs)):
-                submit(i)
-            while pending or later:
-                now = time.monotonic()
-                for item in [x for x in later if x[0] <= now]:
-                    later.remove(item)
-                    submit(item[1])
-                if not pending:
-                    time.sleep(max(0.0, min(t for t, _ in later) - now))
-                    continue
-                wait = self.heartbeat - (now - last_line)
-                if later:
-                    wait = min(wait, min(t for t, _ in later) - now)
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.05, wait))
-                if not ready:
-                    if time.monotonic() - last_line >= self.heartbeat:
-                        report.running = min(len(pending), self._slots)
-                        self.echo(f"in progress: {queue.line()}")
-                        last_line = time.monotonic()
-                    continue
-                last_line = time.monotonic()
-                ref = ready[0]
-                i = pending.pop(ref)
-                spec = queue.specs[i]
-                try:
-                    status, path, error, seconds = ray.get(ref)
-                except RayTaskError as exc:  # the task itself raised: retrying would not help
-                    cause = getattr(exc, "cause", None) or exc
-                    error = f"{type(cause).__name__}: {_first_line(cause)}"
-                    settle(i, RunOutcome(spec, "failed", error=error))
-                    continue
-                except RayError as exc:  # the worker (or its node) died: resume elsewhere
-                    self.crashes += 1
-                    crashes[i] = crashes.get(i, 0) + 1
-                    reason = f"{type(exc).__name__}: {_first_line(exc)}"
-                    if crashes[i] <= self.crash_retries:
-                        self.echo(
-                            f"worker died running {spec.label()} ({reason}); "
-                            f"retry {crashes[i]}/{self.crash_retries} from its checkpoint"
-                        )
-                        submit(i)
-                    else:
-                        error = f"worker died {crashes[i]} times; last: {reason}"
-                        settle(i, RunOutcome(spec, "failed", error=error))
-                    continue
-                if status == "busy":
-                    later.append((time.monotonic() + WAIT_POLL, i))
-                    continue
-                out = RunOutcome(spec, status, Path(path) if path else None, error=error)
-                settle(i, out, measured(status, seconds))
+                tasks.submit(i)
+            while tasks.pending or tasks.later:
+                ref = tasks.next_ready()
+                if ref is not None:
+                    tasks.collect(ref)
         except BaseException:
             # Interrupted (Ctrl-C): stop the runs in flight; their locks die with their workers
             # and their checkpoints are resumed by the next invocation.
-            for ref in pending:
+            for ref in tasks.pending:
                 ray.cancel(ref, force=True)
             raise
         return queue.in_order()
+
+
+class _TasksInFlight:
+    """The Ray tasks of one ``RayExecutor.run``: which run each pending task trains, the busy
+    runs to submit again later, and each run's crash count."""
+
+    def __init__(self, executor: RayExecutor, ray: ModuleType, task: Any, queue: RunQueue):
+        self.executor, self.ray, self.task, self.queue = executor, ray, task, queue
+        self.pending: dict[Any, int] = {}
+        self.later: list[tuple[float, int]] = []  # (time, index): busy runs to submit again
+        self.crashes: dict[int, int] = {}
+        self.last_line = time.monotonic()
+
+    def submit(self, i: int) -> None:
+        self.pending[self.task(self.queue.specs[i])] = i
+
+    def settle(self, i: int, out: RunOutcome, seconds: float | None = None) -> None:
+        """Record run ``i``'s outcome, print it, and submit what its follow-up added."""
+        ex = self.executor
+        added = self.queue.settle(i, out, seconds)
+        self.queue.report.running = min(len(self.pending), ex._slots)
+        ex.echo(f"{outcome_line(out, ex.verbose)} | {self.queue.line()}")
+        for j in added:
+            self.submit(j)
+
+    def next_ready(self) -> Any | None:
+        """A finished task, after submitting the busy runs whose wait is over; None when none
+        finished before the next heartbeat line or resubmission is due."""
+        ex, now = self.executor, time.monotonic()
+        for item in [x for x in self.later if x[0] <= now]:
+            self.later.remove(item)
+            self.submit(item[1])
+        if not self.pending:
+            time.sleep(max(0.0, min(t for t, _ in self.later) - now))
+            return None
+        wait = ex.heartbeat - (now - self.last_line)
+        if self.later:
+            wait = min(wait, min(t for t, _ in self.later) - now)
+        ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=max(0.05, wait))
+        if ready:
+            self.last_line = time.monotonic()
+            return ready[0]
+        if time.monotonic() - self.last_line >= ex.heartbeat:
+            self.queue.report.running = min(len(self.pending), ex._slots)
+            ex.echo(f"in progress: {self.queue.line()}")
+            self.last_line = time.monotonic()
+        return None
+
+    def collect(self, ref: Any) -> None:
+        """The outcome of a finished task: settled, or submitted again (a busy run later; a run
+        whose worker died up to ``crash_retries`` times, from its checkpoint)."""
+        from ray.exceptions import RayError, RayTaskError
+
+        ex = self.executor
+        i = self.pending.pop(ref)
+        spec = self.queue.specs[i]
+        try:
+            status, path, error, seconds = self.ray.get(ref)
+        except RayTaskError as exc:  # the task itself raised: retrying would not help
+            cause = getattr(exc, "cause", None) or exc
+            error = f"{type(cause).__name__}: {_first_line(cause)}"
+            self.settle(i, RunOutcome(spec, "failed", error=error))
+            return
+        except RayError as exc:  # the worker (or its node) died: resume elsewhere
+            ex.crashes += 1
+            self.crashes[i] = self.crashes.get(i, 0) + 1
+            reason = f"{type(exc).__name__}: {_first_line(exc)}"
+            if self.crashes[i] <= ex.crash_retries:
+                ex.echo(
+                    f"worker died running {spec.label()} ({reason}); "
+                    f"retry {self.crashes[i]}/{ex.crash_retries} from its checkpoint"
+                )
+                self.submit(i)
+            else:
+                error = f"worker died {self.crashes[i]} times; last: {reason}"
+                self.settle(i, RunOutcome(spec, "failed", error=error))
+            return
+        if status == "busy":
+            self.later.append((time.monotonic() + WAIT_POLL, i))
+            return
+        out = RunOutcome(spec, status, Path(path) if path else None, error=error)
+        self.settle(i, out, measured(status, seconds))
 
 
 def _first_line(exc: BaseException) -> str:

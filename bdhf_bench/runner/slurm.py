@@ -107,6 +107,37 @@ def run_until_done(
         time.sleep(poll)
 
 
+def _task_command(
+    specs: Path,
+    results: Path,
+    data_dir: Path | None,
+    device: str | None,
+    threads: int | None,
+    cg_check_every: int,
+    cg_compiled: bool,
+) -> list[str]:
+    """The array task's ``run-spec`` command line, one option per item."""
+    q = shlex.quote
+    command = [
+        '"$PYTHON" -m bdhf_bench run-spec',
+        f"--specs {q(str(specs))}",
+        '--index "$SLURM_ARRAY_TASK_ID"',
+        f"--output-dir {q(str(results))}",
+    ]
+    if data_dir is not None:
+        command.append(f"--data-dir {q(str(data_dir.resolve()))}")
+    if device is not None:
+        command.append(f"--device {q(device)}")
+    if threads is not None:
+        command.append(f"--threads {int(threads)}")
+    if cg_check_every != 1:
+        command.append(f"--cg-check-every {int(cg_check_every)}")
+    if cg_compiled:
+        command.append("--cg-compile")
+    command.append("--quiet")
+    return command
+
+
 def slurm_script(
     script: Path,
     n_runs: int,
@@ -133,23 +164,7 @@ def slurm_script(
     workdir = (workdir or Path.cwd()).resolve()
     python = python or sys.executable
     gpu = device is None or device.startswith("cuda")
-    command = [
-        '"$PYTHON" -m bdhf_bench run-spec',
-        f"--specs {q(str(specs))}",
-        '--index "$SLURM_ARRAY_TASK_ID"',
-        f"--output-dir {q(str(results))}",
-    ]
-    if data_dir is not None:
-        command.append(f"--data-dir {q(str(data_dir.resolve()))}")
-    if device is not None:
-        command.append(f"--device {q(device)}")
-    if threads is not None:
-        command.append(f"--threads {int(threads)}")
-    if cg_check_every != 1:
-        command.append(f"--cg-check-every {int(cg_check_every)}")
-    if cg_compiled:
-        command.append("--cg-compile")
-    command.append("--quiet")
+    command = _task_command(specs, results, data_dir, device, threads, cg_check_every, cg_compiled)
     chunk = ""
     if n_runs > MAX_ARRAY + 1:
         chunk = (

@@ -57,7 +57,7 @@ from .executors import Executor
 from .run import RunOutcome
 from .spec import DATA_SOURCES, Budget, RunSpec
 from .store import ResultStore
-from .tune import TunePlan, grid_settings, load_grid_file
+from .tune import TunePlan, grid_settings, load_grid_file, run_tunings
 
 SUITE_DIRS = (Path("runners"), Path(__file__).resolve().parents[2] / "runners")
 EXPERIMENT_KEYS = {
@@ -302,33 +302,6 @@ def run_suite(
     executor: Executor,
     echo: Callable[[str], None] = lambda text: None,
 ) -> list[RunOutcome]:
-    """Every run of the suite (finished ones are skipped), through one queue so that a pool of
-    workers stays busy: every tuning search and every fixed run (they are independent) from the
-    start, and each tuning's selected setting with its remaining seeds as soon as that tuning's
-    last search run has ended (not when the slowest search of the suite has)."""
-    for plan in suite.tunings:
-        echo(f"tuning {plan.entry.name} on {plan.problem.name}: {len(plan.settings)} settings")
-    searches = [plan.search_specs() for plan in suite.tunings]
-    flat = [spec for specs in searches for spec in specs]
-    owner = [k for k, specs in enumerate(searches) for _ in specs]  # search index -> plan
-    starts = list(itertools.accumulate((len(specs) for specs in searches), initial=0))
-    ended: list[dict[int, RunOutcome]] = [{} for _ in searches]
-
-    def follow_up(i: int, outcome: RunOutcome) -> list[RunSpec]:
-        if i >= len(flat):
-            return []  # a fixed run or a final one
-        k = owner[i]
-        ended[k][i] = outcome
-        if len(ended[k]) < len(searches[k]):
-            return []
-        plan = suite.tunings[k]
-        in_order = [ended[k][j] for j in range(starts[k], starts[k + 1])]
-        best, _ = plan.select(in_order)
-        echo(f"selected on validation for {plan.entry.name} on {plan.problem.name}: {best}")
-        return plan.final_specs(best)
-
-    # the final runs' stand-ins: their kind is known now, their setting after the search
-    expected = [
-        plan.spec(plan.settings[0], seed) for plan in suite.tunings for seed in plan.final_seeds
-    ]
-    return executor.run(flat + list(suite.runs), store, follow_up, expected)
+    """Every run of the suite (finished ones are skipped): ``run_tunings`` of its tunings,
+    with its fixed runs in the same queue."""
+    return run_tunings(suite.tunings, store, executor, echo, fixed=suite.runs)

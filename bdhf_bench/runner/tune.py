@@ -14,7 +14,7 @@ import itertools
 import math
 import random
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,10 @@ else:  # pragma: no cover
 
 from ..optim import OptimizerEntry
 from ..problems import Problem
+from .executors import Executor
 from .run import RunOutcome
 from .spec import Budget, RunSpec
+from .store import ResultStore
 
 DEFAULT_TUNING_SEED = 42
 DEFAULT_FINAL_SEEDS = tuple(range(42, 52))
@@ -222,5 +224,52 @@ class TunePlan:
         assert best is not None
         return best, best_score
 
+    def score_label(self, score: float) -> str:
+        """A ``select`` score as the metric it is: "valid accuracy 0.91", "valid loss 0.25"."""
+        if self.problem.correct is not None:
+            return f"valid accuracy {score:.4g}"
+        return f"valid loss {-score:.4g}"
+
     def final_specs(self, best: Mapping[str, Any]) -> list[RunSpec]:
         return [self.spec(best, seed) for seed in self.final_seeds]
+
+
+def run_tunings(
+    plans: Sequence[TunePlan],
+    store: ResultStore,
+    executor: Executor,
+    echo: Callable[[str], None] = lambda text: None,
+    fixed: Sequence[RunSpec] = (),
+) -> list[RunOutcome]:
+    """Every tuning's runs through one queue, so that a pool of workers stays busy: every
+    search (and the ``fixed`` runs: they are independent) from the start, and each tuning's
+    selected setting with its final seeds as soon as that tuning's last search run has ended
+    (not when the slowest search has). Outcomes: the searches in order, the fixed runs, then
+    the final runs as they were added."""
+    for plan in plans:
+        echo(f"tuning {plan.entry.name} on {plan.problem.name}: {len(plan.settings)} settings")
+    searches = [plan.search_specs() for plan in plans]
+    flat = [spec for specs in searches for spec in specs]
+    owner = [k for k, specs in enumerate(searches) for _ in specs]  # search index -> plan
+    starts = list(itertools.accumulate((len(specs) for specs in searches), initial=0))
+    ended: list[dict[int, RunOutcome]] = [{} for _ in searches]
+
+    def follow_up(i: int, outcome: RunOutcome) -> list[RunSpec]:
+        if i >= len(flat):
+            return []  # a fixed run or a final one
+        k = owner[i]
+        ended[k][i] = outcome
+        if len(ended[k]) < len(searches[k]):
+            return []
+        plan = plans[k]
+        in_order = [ended[k][j] for j in range(starts[k], starts[k + 1])]
+        best, score = plan.select(in_order)
+        echo(
+            f"selected on validation for {plan.entry.name} on {plan.problem.name} "
+            f"({plan.score_label(score)}): {best}"
+        )
+        return plan.final_specs(best)
+
+    # the final runs' stand-ins: their kind is known now, their setting after the search
+    expected = [plan.spec(plan.settings[0], seed) for plan in plans for seed in plan.final_seeds]
+    return executor.run(flat + list(fixed), store, follow_up, expected)

@@ -1,6 +1,6 @@
 """Milestone levels of a metric (``mnist_autoencoder:valid_loss<=125``): what a time-to-target
 study times besides each problem's target. Parsing only, with no heavy imports, so that suites
-(the runner) can check them when loaded; the report computes the times (report/levels.py)."""
+(the runner) can check them when loaded; the report computes the times (report/level_times.py)."""
 
 from __future__ import annotations
 

@@ -4,13 +4,13 @@ reproduce bitwise with default options."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from bdhf_bench.curvature.blocks import BlockLayout
-from bdhf_bench.curvature.cg import CGResult, MatVec, backtracking_schedule
+from bdhf_bench.curvature.cg import CGResult, backtracking_schedule, block_cg
 from bdhf_bench.curvature.cg_rules import CONVERGED as _CONVERGED
 from bdhf_bench.curvature.cg_rules import CURVATURE as _CURVATURE
 from bdhf_bench.curvature.cg_rules import MAX_ITERS as _MAX_ITERS
@@ -18,6 +18,10 @@ from bdhf_bench.curvature.cg_rules import NONFINITE as _NONFINITE
 from bdhf_bench.curvature.cg_rules import PROGRESS as _PROGRESS
 from bdhf_bench.curvature.cg_rules import RUNNING as _RUNNING
 from bdhf_bench.curvature.cg_rules import STOP_REASONS
+from bdhf_bench.curvature.operator import FunctionOperator
+
+MatVec = Callable[..., Tensor]
+"""``matvec(p, active) -> A p`` on packed vectors, undamped."""
 
 
 def _per_block(name: str, value: float | Sequence[float], nb: int) -> list:
@@ -188,3 +192,20 @@ def reference_block_cg(
         block_products=block_products,
         iterates=iterates,
     )
+
+
+def function_cg(matvec: MatVec, b: Tensor, layout: BlockLayout, damping, **kwargs) -> CGResult:
+    """``block_cg`` on ``FunctionOperator(matvec, layout)``: the tests' matrices as functions,
+    with the reference's signature."""
+    return block_cg(FunctionOperator(matvec, layout), b, damping, **kwargs)
+
+
+class DampingFunction:
+    """A block operator from ``matvec(p, active, damping)``, a function that adds the damping
+    itself (as the GGN's products do)."""
+
+    def __init__(self, matvec: Callable[..., Tensor], layout: BlockLayout) -> None:
+        self.function, self.layout = matvec, layout
+
+    def matvec(self, v: Tensor, active: Sequence[bool], damping: Sequence[float]) -> Tensor:
+        return self.function(v, active, damping)

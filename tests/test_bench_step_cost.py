@@ -17,27 +17,27 @@ from bdhf_bench.optim import ModelClosure
 
 
 def test_part_timer_counts_time_inside_the_products_only(monkeypatch):
-    monkeypatch.setattr(GGNContext, "layout_mvp", lambda self, *a, **k: time.sleep(0.05))
-    patched = GGNContext.layout_mvp
+    monkeypatch.setattr(GGNContext, "packed_block_products", lambda self, *a, **k: time.sleep(0.05))
+    patched = GGNContext.packed_block_products
     timer = parts.PartTimer(torch.device("cpu"))
     with timer.active():
-        GGNContext.layout_mvp(None)
+        GGNContext.packed_block_products(None)
         time.sleep(0.03)  # outside a product
-        GGNContext.layout_mvp(None)
+        GGNContext.packed_block_products(None)
     assert timer.seconds["products"] == pytest.approx(0.10, abs=0.02)
-    assert GGNContext.layout_mvp is patched  # restored on exit
+    assert GGNContext.packed_block_products is patched  # restored on exit
 
 
 def test_part_timer_is_exclusive_and_restores(monkeypatch):
-    monkeypatch.setattr(GGNContext, "layout_mvp", lambda self, *a, **k: time.sleep(0.04))
+    monkeypatch.setattr(GGNContext, "packed_block_products", lambda self, *a, **k: time.sleep(0.04))
 
     def cg(*args, **kwargs):
         time.sleep(0.02)
-        GGNContext.layout_mvp(None)
-        GGNContext.layout_mvp(None)
+        GGNContext.packed_block_products(None)
+        GGNContext.packed_block_products(None)
 
     monkeypatch.setattr(hf_module, "block_cg", cg)
-    originals = (hf_module.block_cg, ModelClosure.__call__, GGNContext.layout_full_mvp)
+    originals = (hf_module.block_cg, ModelClosure.__call__, GGNContext.packed_product)
     timer = parts.PartTimer(torch.device("cpu"))
     with timer.active():
         step = timer.wrap("rest", lambda: (time.sleep(0.01), hf_module.block_cg()))
@@ -47,7 +47,7 @@ def test_part_timer_is_exclusive_and_restores(monkeypatch):
     assert s["CG vectors"] == pytest.approx(0.02, abs=0.015)
     assert s["rest"] == pytest.approx(0.01, abs=0.015)
     assert s["evaluations"] == 0.0
-    assert (hf_module.block_cg, ModelClosure.__call__, GGNContext.layout_full_mvp) == originals
+    assert (hf_module.block_cg, ModelClosure.__call__, GGNContext.packed_product) == originals
 
 
 def test_step_cost_rows_on_mnist_mlp():
@@ -173,3 +173,20 @@ def test_product_equivalents_count_every_product():
     two, four = rows[1:]
     assert two.cg_iterations == 2.0 and four.cg_iterations == 4.0
     assert four.product_equivalents / two.product_equivalents == pytest.approx(11 / 7)
+
+
+def test_overhead_is_the_step_cost_harness_with_pass_counts():
+    # `overhead` reads the same harness; its counts against closed forms: Adam makes one
+    # forward and one backward pass per step and no product; BDHF evaluates the loss more often
+    # than it differentiates it (the curvature pass, rho, the line search) and makes products
+    res = CliRunner().invoke(
+        main,
+        ["overhead", "-p", "tiny_mlp", "-o", "bdhf", "--steps", "2", "--warmup", "0"],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.output
+    rows = {line.split()[0]: line.split()[1:] for line in res.output.splitlines()[3:]}
+    assert set(rows) == {"adam", "bdhf"}
+    assert rows["adam"][2:] == ["1.00", "1.00", "0.0", "1.00"]
+    fwd, bwd, products = (float(v) for v in rows["bdhf"][2:5])
+    assert fwd > bwd >= 1 and products >= 1

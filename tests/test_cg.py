@@ -9,16 +9,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from cg_reference import function_cg
 
-from bdhf_bench.curvature import BlockLayout, backtracking_schedule, block_cg
+from bdhf_bench.curvature import BlockLayout, backtracking_schedule
 
 
 @pytest.fixture(params=["eager", "compiled"])
 def cg(request):
-    """block_cg, eager or with its compiled iteration."""
+    """block_cg (on a FunctionOperator), eager or with its compiled iteration."""
     if request.param == "eager":
-        return block_cg
-    return functools.partial(block_cg, compiled=True)
+        return function_cg
+    return functools.partial(function_cg, compiled=True)
 
 
 def _spd(n: int, cond: float, seed: int) -> torch.Tensor:
@@ -83,14 +84,14 @@ def test_blocks_stop_independently_and_skip_finished_products():
     # A well-conditioned 2x2 block converges long before a 30-dim ill-conditioned one.
     layout, _, _, matvec, calls = _problem([2, 30], [2.0, 1e4])
     b = torch.ones(layout.numel, dtype=torch.float64)
-    res = block_cg(matvec, b, layout, 0.0, max_iters=40)
+    res = function_cg(matvec, b, layout, 0.0, max_iters=40)
     assert res.iterations[0] <= 3 < res.iterations[1]
     assert res.block_products[0] < res.block_products[1]
     assert any(c == [False, True] for c in calls)
     # Each block's result equals a CG run on that block alone.
     for k, ((lo, hi), n) in enumerate(zip(layout.block_bounds, [2, 30])):
         solo_layout, _, _, solo_mv, _ = _problem([n], [[2.0, 1e4][k]], seed=k)
-        solo = block_cg(solo_mv, b[lo:hi], solo_layout, 0.0, max_iters=40)
+        solo = function_cg(solo_mv, b[lo:hi], solo_layout, 0.0, max_iters=40)
         torch.testing.assert_close(res.x[lo:hi], solo.x, rtol=1e-12, atol=1e-14)
         assert solo.iterations[0] == res.iterations[k]
 
@@ -149,7 +150,7 @@ def test_nonfinite_products_stop_the_block():
         out[:2] = float("nan")
         return out
 
-    res = block_cg(matvec, torch.ones(4, dtype=torch.float64), layout, 0.0, max_iters=5)
+    res = function_cg(matvec, torch.ones(4, dtype=torch.float64), layout, 0.0, max_iters=5)
     assert res.stop_reasons[0] == "nonfinite"
     assert torch.isfinite(res.x).all()
     assert res.stop_reasons[1] in ("converged", "nonpositive_curvature")
@@ -157,7 +158,7 @@ def test_nonfinite_products_stop_the_block():
 
 def test_zero_right_hand_side_is_converged():
     layout, _, _, matvec, calls = _problem([4], [10.0])
-    res = block_cg(matvec, torch.zeros(4, dtype=torch.float64), layout, 0.0)
+    res = function_cg(matvec, torch.zeros(4, dtype=torch.float64), layout, 0.0)
     assert res.stop_reasons == ["converged"] and res.iterations == [0] and not calls
 
 
@@ -198,8 +199,8 @@ def test_iterates_kept_at_martens_schedule(cg):
 def test_bitwise_deterministic_on_cpu():
     layout, _, _, matvec, _ = _problem([7, 5], [100.0, 10.0])
     b = torch.randn(12, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
-    r1 = block_cg(matvec, b, layout, torch.tensor([0.1, 0.2]), max_iters=30)
-    r2 = block_cg(matvec, b, layout, torch.tensor([0.1, 0.2]), max_iters=30)
+    r1 = function_cg(matvec, b, layout, torch.tensor([0.1, 0.2]), max_iters=30)
+    r2 = function_cg(matvec, b, layout, torch.tensor([0.1, 0.2]), max_iters=30)
     assert torch.equal(r1.x, r2.x) and r1.iterations == r2.iterations
 
 
@@ -215,11 +216,11 @@ def test_float32_vectors_keep_float64_scalars(cg):
 def test_bad_arguments():
     layout, _, _, matvec, _ = _problem([3], [2.0])
     with pytest.raises(ValueError, match="right-hand side"):
-        block_cg(matvec, torch.ones(4, dtype=torch.float64), layout, 0.0)
+        function_cg(matvec, torch.ones(4, dtype=torch.float64), layout, 0.0)
     with pytest.raises(ValueError, match="max_iters"):
-        block_cg(matvec, torch.ones(3, dtype=torch.float64), layout, 0.0, max_iters=0)
+        function_cg(matvec, torch.ones(3, dtype=torch.float64), layout, 0.0, max_iters=0)
     with pytest.raises(ValueError, match="x0"):
-        block_cg(matvec, torch.ones(3, dtype=torch.float64), layout, 0.0, x0=torch.ones(2))
+        function_cg(matvec, torch.ones(3, dtype=torch.float64), layout, 0.0, x0=torch.ones(2))
 
 
 def _textbook_pcg(a, b, x0, m_inv, iters):

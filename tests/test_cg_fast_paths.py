@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from cg_reference import reference_block_cg
+from cg_reference import DampingFunction, function_cg, reference_block_cg
 from torch import nn
 
 from bdhf_bench.curvature import (
@@ -117,14 +117,14 @@ def test_default_loop_is_bitwise_the_reference(name):
     case = CASES[name]
     ref = _run(reference_block_cg, case)
     assert len(set(ref.iterations)) > 1 or len(ref.iterations) == 1  # blocks stop apart
-    _same(_run(block_cg, case), ref)
+    _same(_run(function_cg, case), ref)
     # a matvec that hands back the same buffer every call changes nothing
-    _same(_run(block_cg, case, reuse=True), ref)
-    _same(_run(block_cg, case, check_every=1), ref)
+    _same(_run(function_cg, case, reuse=True), ref)
+    _same(_run(function_cg, case, check_every=1), ref)
 
 
 def _damping_matvec(case):
-    """The case's matvec with the damping added by the product itself (``matvec_damps``)."""
+    """The case's matvec with the damping added by the product itself (as the GGN's does)."""
     sizes = case["sizes"]
     dtype = case.get("dtype", torch.float64)
     _, matvec = _system(sizes, case["conds"], dtype)
@@ -145,19 +145,19 @@ def test_a_reused_workspace_and_a_damping_matvec_keep_the_bits(name):
     ref = _run(reference_block_cg, case)
     ws = Workspace()
     other = dict(case, kw=dict(case["kw"], max_iters=3))
-    first = _run(block_cg, other, workspace=ws)  # leaves stale values behind
+    first = _run(function_cg, other, workspace=ws)  # leaves stale values behind
     first.x.fill_(float("nan"))
     for _, v in first.iterates:
         v.fill_(float("nan"))
-    got = _run(block_cg, case, workspace=ws)
+    got = _run(function_cg, case, workspace=ws)
     _same(got, ref)
     assert got.x is first.x  # the same storage, run after run
     held = len(ws)
-    _same(_run(block_cg, case, workspace=ws), ref)
+    _same(_run(function_cg, case, workspace=ws), ref)
     assert len(ws) == held
 
     def fused(matvec, b, layout, damping, **kw):
-        return block_cg(_damping_matvec(case), b, layout, damping, matvec_damps=True, **kw)
+        return block_cg(DampingFunction(_damping_matvec(case), layout), b, damping, **kw)
 
     _same(_run(fused, case), ref)
 
@@ -192,7 +192,7 @@ def test_pack_into_a_buffer_is_the_pack():
 def test_check_every_keeps_the_results_and_pays_in_products(name, every):
     case = CASES[name]
     ref = _run(reference_block_cg, case)
-    got = _run(block_cg, case, check_every=every)
+    got = _run(function_cg, case, check_every=every)
     _same(got, ref, counts=False)
     assert got.matvecs >= ref.matvecs
     assert all(g >= r for g, r in zip(got.block_products, ref.block_products))
@@ -214,10 +214,10 @@ def test_check_every_reads_the_mask_less_often():
 
     torch.Tensor.tolist = counting
     try:
-        ref = _run(block_cg, case)
+        ref = _run(function_cg, case)
         n_ref = len(reads)
         reads.clear()
-        _run(block_cg, case, check_every=4)
+        _run(function_cg, case, check_every=4)
         n_got = len(reads)
     finally:
         torch.Tensor.tolist = real
@@ -230,7 +230,7 @@ def test_check_every_reads_the_mask_less_often():
 def test_check_every_must_be_positive():
     layout, matvec = _system([3], [2.0])
     with pytest.raises(ValueError, match="check_every"):
-        block_cg(matvec, torch.ones(3, dtype=torch.float64), layout, 0.0, check_every=0)
+        function_cg(matvec, torch.ones(3, dtype=torch.float64), layout, 0.0, check_every=0)
 
 
 def _net_and_context():
@@ -249,9 +249,9 @@ def _net_and_context():
 def test_layout_product_into_a_buffer_is_the_packed_product(active):
     ctx, layout = _net_and_context()
     v = torch.randn(layout.numel, generator=torch.Generator().manual_seed(3))
-    ref = ctx.layout_mvp(layout, v, active)
+    ref = ctx.packed_block_products(layout, v, active)
     out = torch.full_like(v, float("nan"))  # stale values everywhere, as in a reused buffer
-    got = ctx.layout_mvp(layout, v, active, out=out)
+    got = ctx.packed_block_products(layout, v, active, out=out)
     assert got is out
     assert torch.equal(got, ref)
     for (lo, hi), a in zip(layout.block_bounds, active):
@@ -277,18 +277,20 @@ def test_a_damped_product_is_the_product_plus_the_damping(width, active):
     layout = BlockLayout([b.params for b in partition(model)], all_params=params)
     v = torch.randn(layout.numel, generator=torch.Generator().manual_seed(3))
     lam = [0.3, 0.0, 1e-3]
-    ref = ctx.layout_mvp(layout, v, active, out=torch.empty_like(v))
+    ref = ctx.packed_block_products(layout, v, active, out=torch.empty_like(v))
     for (lo, hi), a, lam_b in zip(layout.block_bounds, active, lam):
         if a and lam_b:
             ref[lo:hi].add_(v[lo:hi], alpha=lam_b)
     out = torch.full_like(v, float("nan"))
-    got = ctx.layout_mvp(layout, v, active, out=out, damping=lam)
+    got = ctx.packed_block_products(layout, v, active, out=out, damping=lam)
     assert got is out and torch.equal(got, ref)
-    assert not torch.equal(got, ctx.layout_mvp(layout, v, active))  # the damping is there
+    assert not torch.equal(
+        got, ctx.packed_block_products(layout, v, active)
+    )  # the damping is there
     with pytest.raises(ValueError, match="damping needs out"):
-        ctx.layout_mvp(layout, v, active, damping=lam)
+        ctx.packed_block_products(layout, v, active, damping=lam)
     with pytest.raises(ValueError, match="one value per block"):
-        ctx.layout_mvp(layout, v, active, out=out, damping=lam[:2])
+        ctx.packed_block_products(layout, v, active, out=out, damping=lam[:2])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -312,20 +314,23 @@ def _old_engine(monkeypatch):
     vector each time), and products packed into a new vector."""
     import bdhf_bench.optim.hf as hf_module
 
-    real = GGNContext.layout_mvp
+    real = GGNContext.packed_block_products
 
     def packed(self, layout, flat, active, out=None, damping=None):
         return real(self, layout, flat, active)
 
-    def reference(
-        matvec, *args, matvec_damps=False, workspace=None, check_every=1, compiled=False, **kwargs
-    ):
+    def reference(operator, b, damping, workspace=None, check_every=1, compiled=False, **kwargs):
         assert check_every == 1 and not compiled  # the reference reads the mask every iteration
-        undamped = (lambda p, active: matvec(p, active, None)) if matvec_damps else matvec
-        return reference_block_cg(undamped, *args, **kwargs)
+        layout = operator.layout
+        zero = [0.0] * layout.num_blocks
+
+        def undamped(p, active):  # the patched product ignores out and damping
+            return operator.matvec(p, active, zero)
+
+        return reference_block_cg(undamped, b, layout, damping, **kwargs)
 
     monkeypatch.setattr(hf_module, "block_cg", reference)
-    monkeypatch.setattr(GGNContext, "layout_mvp", packed)
+    monkeypatch.setattr(GGNContext, "packed_block_products", packed)
 
 
 @pytest.mark.parametrize(

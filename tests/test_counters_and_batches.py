@@ -116,7 +116,7 @@ def test_the_counters_in_a_result_match_an_independent_count(tmp_path, monkeypat
         finally:
             in_step["on"] = False
 
-    real_block, real_full = GGNContext.layout_mvp, GGNContext.layout_full_mvp
+    real_block, real_full = GGNContext.packed_block_products, GGNContext.packed_product
 
     def block(self, layout, flat, active, *a, **k):
         if in_step["on"]:
@@ -136,8 +136,8 @@ def test_the_counters_in_a_result_match_an_independent_count(tmp_path, monkeypat
     monkeypatch.setattr(loop_module.Trainer, "_setup", setup)
     monkeypatch.setattr(loop_module.Trainer, "_train", train)
     monkeypatch.setattr(StepDriver, "step", step)
-    monkeypatch.setattr(GGNContext, "layout_mvp", block)
-    monkeypatch.setattr(GGNContext, "layout_full_mvp", full)
+    monkeypatch.setattr(GGNContext, "packed_block_products", block)
+    monkeypatch.setattr(GGNContext, "packed_product", full)
 
     result = run_spec(_tiny(optimizer, hps), tmp_path)
     last = result["evaluations"][-1]

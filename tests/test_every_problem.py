@@ -46,7 +46,7 @@ def test_curvature_of_every_problem(name):
     layout = BlockLayout(blocks, all_params=params)
     g = torch.Generator().manual_seed(2)
     v, w = (torch.randn(layout.numel, generator=g) for _ in range(2))
-    gv, gw = ctx.layout_full_mvp(layout, v), ctx.layout_full_mvp(layout, w)
+    gv, gw = ctx.packed_product(layout, v), ctx.packed_product(layout, w)
     scale = gv.abs().max().item() * v.abs().max().item() * layout.numel
     assert math.isfinite(scale) and scale > 0
     # symmetric and positive semi-definite
@@ -57,8 +57,9 @@ def test_curvature_of_every_problem(name):
     lo, hi = layout.block_bounds[k]
     only = torch.zeros_like(v)
     only[lo:hi] = v[lo:hi]
-    full = ctx.layout_full_mvp(layout, only)[lo:hi]
-    block = ctx.layout_mvp(layout, only, [b == k for b in range(layout.num_blocks)])[lo:hi]
+    full = ctx.packed_product(layout, only)[lo:hi]
+    active = [b == k for b in range(layout.num_blocks)]
+    block = ctx.packed_block_products(layout, only, active)[lo:hi]
     torch.testing.assert_close(block, full, rtol=1e-4, atol=1e-5 * full.abs().max().item())
 
 

@@ -15,6 +15,7 @@ from bdhf_bench.curvature import (
     ConvexOutputLoss,
     CrossEntropy,
     GGNContext,
+    GGNOperator,
     partition,
 )
 from bdhf_bench.curvature.ggn import frozen_buffers
@@ -132,8 +133,10 @@ def _check(ctx, model, dense, scheme="module"):
     torch.testing.assert_close(full, ref, rtol=RTOL, atol=RTOL * ref.abs().max().item())
 
     blocks = [b.params for b in partition(model, scheme)]
+    layout = BlockLayout(blocks, all_params=params)
     vs = [[v[_pos(params, p)] for p in b] for b in blocks]
-    got = ctx.block_mvp(blocks, vs)
+    packed = layout.pack([t for vb in vs for t in vb])
+    got = layout.unpack_blocks(GGNOperator(ctx, layout).block_diagonal() @ packed)
     for idx, gb, vb in zip(block_slices(params, blocks), got, vs):
         expect = dense[idx][:, idx] @ flat(vb)
         torch.testing.assert_close(flat(gb), expect, rtol=RTOL, atol=RTOL * ref.abs().max().item())
@@ -153,16 +156,11 @@ def test_blocks_are_not_the_diagonal_of_the_full_product():
     model, x, y, loss = _case("mlp")
     params = list(model.parameters())
     ctx = GGNContext.from_model(model, x, y, loss)
-    v = [torch.randn_like(p) for p in params]
-    blocks = [b.params for b in partition(model)]
-    per_block = flat(
-        [
-            t
-            for b in ctx.block_mvp(blocks, [[v[_pos(params, p)] for p in b] for b in blocks])
-            for t in b
-        ]
-    )
-    diag_of_full = flat(ctx.mvp(v))
+    layout = BlockLayout([b.params for b in partition(model)], all_params=params)
+    v = torch.randn(layout.numel)
+    full = GGNOperator(ctx, layout)
+    per_block = full.block_diagonal() @ v
+    diag_of_full = full @ v
     assert (per_block - diag_of_full).abs().max() > 1e-3 * diag_of_full.abs().max()
 
 
@@ -223,21 +221,6 @@ def test_other_partitions(scheme):
     assert len(blocks) == expected
 
 
-def test_layout_product_matches_block_products():
-    model, x, y, loss = _case("cnn")
-    params = list(model.parameters())
-    blocks = [b.params for b in partition(model)]
-    layout = BlockLayout(blocks, all_params=params)
-    ctx = GGNContext.from_model(model, x, y, loss)
-    v = torch.randn(layout.numel)
-    active = [True, False, True]
-    got = layout.unpack_blocks(ctx.layout_mvp(layout, v, active))
-    ref = ctx.block_mvp(blocks, layout.unpack_blocks(v))
-    for a, g, r in zip(active, got, ref):
-        for gt, rt in zip(g, r):
-            torch.testing.assert_close(gt, rt if a else torch.zeros_like(rt))
-
-
 def test_convolutions_double_backward_is_bitwise_pytorchs():
     """The conv double-backward shortcut changes cost, not values."""
     model, x, y, loss = _case("cnn")
@@ -247,3 +230,45 @@ def test_convolutions_double_backward_is_bitwise_pytorchs():
     plain = GGNContext(model(x), y, params, loss).mvp(v)
     for a, b in zip(ours, plain):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "lstm"])
+def test_the_operator_is_the_dense_ggn_and_its_block_diagonal(name):
+    # curvlinops' check: the typed operator's matrix against J^T H J built by autograd, in the
+    # layout's order (blocks one after another); its block diagonal zeroes the rest
+    model, x, y, loss = _case(name)
+    params = list(model.parameters())
+    dense = dense_ggn(model, x, lambda *o: loss(o if len(o) > 1 else o[0], y))
+    ctx = GGNContext.from_model(model, x, y, loss)
+    blocks = [b.params for b in partition(model, "module")]
+    layout = BlockLayout(blocks, all_params=params)
+    order = torch.cat(block_slices(params, [layout.params]))  # dense index of each packed entry
+    expect = dense[order][:, order]
+    G = GGNOperator(ctx, layout)
+    assert G.shape == tuple(expect.shape)
+    atol = RTOL * expect.abs().max().item()
+    torch.testing.assert_close(G.to_dense(), expect, rtol=RTOL, atol=atol)
+    in_block = torch.zeros_like(expect, dtype=torch.bool)
+    for lo, hi in layout.block_bounds:
+        in_block[lo:hi, lo:hi] = True
+    blocks_dense = G.block_diagonal().to_dense()
+    torch.testing.assert_close(
+        blocks_dense, torch.where(in_block, expect, 0.0), rtol=RTOL, atol=atol
+    )
+
+    # CG's form: the running blocks' damped products, written into the operator's buffer
+    v = torch.randn(layout.numel, generator=torch.Generator().manual_seed(2))
+    active = [k % 2 == 0 for k in range(layout.num_blocks)]
+    lam = [0.5 + k for k in range(layout.num_blocks)]
+    out = torch.full_like(v, float("nan"))
+    got = GGNOperator(ctx, layout, out=out).block_diagonal().matvec(v, active, lam)
+    assert got is out
+    for (lo, hi), a, lam_b in zip(layout.block_bounds, active, lam):
+        want = expect[lo:hi, lo:hi] @ v[lo:hi] + lam_b * v[lo:hi] if a else torch.zeros(hi - lo)
+        torch.testing.assert_close(got[lo:hi], want, rtol=RTOL, atol=atol)
+    with pytest.raises(ValueError, match="block diagonal"):
+        GGNOperator(ctx, layout, out=out).matvec(v, active, lam)
+    with pytest.raises(ValueError, match="out="):
+        GGNOperator(ctx, layout).block_diagonal().matvec(v, active, lam)
+    with pytest.raises(ValueError, match="vector of shape"):
+        G @ v[:-1]

@@ -368,7 +368,7 @@ def test_infinite_curvature_along_the_direction_is_rejected(monkeypatch):
     model, x, y = _regression()
     before = _flat(model)
     monkeypatch.setattr(
-        GGNContext, "layout_full_mvp", lambda self, layout, v, out=None: v * math.inf
+        GGNContext, "packed_product", lambda self, layout, v, out=None: v * math.inf
     )
     opt = HessianFree(model.parameters(), damping=1.0)
     opt.step(ModelClosure(model, MSE(), x, y))

@@ -179,14 +179,15 @@ def test_no_optimizer_class_is_tested_outside_optim():
 def test_the_overhead_benchmark_drives_every_peer():
     """Side by side per step: schedule-free switched to train mode, Adam and sfadamw at exactly
     one gradient, the curvature methods above it by what their refreshes cost."""
-    from bdhf_bench.runner.overhead import measure_overhead
+    from bdhf_bench.benchmarks.step_cost import measure_step_cost
 
-    rows = measure_overhead(
+    rows = measure_step_cost(
         "tiny_mlp",
         [(name, SHORT.get(name, {})) for name in PEERS],
         device=torch.device("cpu"),
         steps=3,
         warmup=0,
+        parts=False,
     )
     geq = {r.optimizer: r.gradient_equivalents for r in rows}
     assert geq["adam"] == 1.0 and geq["sfadamw"] == 1.0

@@ -84,7 +84,7 @@ def test_ggn_products_match_dense_jacobians_and_loss_hessian(real_splits, name: 
         def reference(u):
             return j.T @ (h @ (j @ u))
 
-        full = flat(_in_param_order(layout, ctx.layout_full_mvp(layout, v), params))
+        full = flat(_in_param_order(layout, ctx.packed_product(layout, v), params))
         ref = reference(v_params)
         torch.testing.assert_close(full, ref, rtol=1e-6, atol=1e-8 * ref.abs().max().item())
         # each block's product is the dense G's diagonal block applied to that block's part
@@ -92,7 +92,9 @@ def test_ggn_products_match_dense_jacobians_and_loss_hessian(real_splits, name: 
             lo, hi = layout.block_bounds[k]
             only = torch.zeros_like(v)
             only[lo:hi] = v[lo:hi]
-            got = ctx.layout_mvp(layout, only, [b == k for b in range(layout.num_blocks)])
+            got = ctx.packed_block_products(
+                layout, only, [b == k for b in range(layout.num_blocks)]
+            )
             expect = reference(flat(_in_param_order(layout, only, params)))
             mask = flat(_in_param_order(layout, (only != 0).double(), params)) != 0
             got_params = flat(_in_param_order(layout, got, params))

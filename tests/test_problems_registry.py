@@ -28,9 +28,9 @@ BASELINES = Path(__file__).resolve().parents[1] / "baselines" / "deepobs_baselin
 @pytest.fixture
 def fresh_registry():
     """A registry rebuilt from scratch, and rebuilt again afterwards (entry points restored)."""
-    registry._reset_for_tests()
+    registry.forget_registered()
     yield
-    registry._reset_for_tests()
+    registry.forget_registered()
 
 
 def test_every_issue_problem_is_registered() -> None:
@@ -75,7 +75,7 @@ def test_third_party_problems_come_through_entry_points(
     fresh_registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base = get_problem("tiny_mlp")
-    registry._reset_for_tests()
+    registry.forget_registered()
     one = dataclasses.replace(base, name="plugin_one")
     many = [dataclasses.replace(base, name=f"plugin_many_{i}") for i in range(2)]
     points = {
@@ -97,7 +97,7 @@ def test_a_plugin_problem_named_like_a_built_in_is_skipped_with_a_warning(
     fresh_registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     builtin = get_problem("tiny_mlp")
-    registry._reset_for_tests()
+    registry.forget_registered()
     impostor = dataclasses.replace(builtin, batch_size=1)
     points = {"bdhf_bench.problems": [_EntryPoint("tiny", impostor)]}
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: points.get(group, []))

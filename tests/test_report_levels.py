@@ -11,7 +11,7 @@ from test_report_helpers import LOSS_TARGET, write_run
 
 from bdhf_bench.levels import Level, LevelError, parse_level
 from bdhf_bench.report import load_results, setting_table, summary_table
-from bdhf_bench.report.levels import level_table, table_block
+from bdhf_bench.report.level_times import level_table, table_block
 from bdhf_bench.runner.suite import SuiteError, load_suite
 
 P = "mnist_autoencoder"

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from ..atomic import atomic_file, write_json
-from ..curvature import BlockLayout, GGNContext, partition
+from ..curvature import BlockLayout, GGNContext, GGNOperator, partition
 from ..data import train_stream
 from ..optim import ModelClosure, get_optimizer, optimizer_names
 from ..optim.kfac import torch_loss
@@ -120,9 +120,8 @@ def ggn_products(
         context = tape.recording(n)
     with context:
         ctx = GGNContext.from_model(model, inputs, targets, problem.loss, params)
-    full = ctx.layout_full_mvp(layout, v)
-    blocks = ctx.layout_mvp(layout, v, [True] * layout.num_blocks)
-    return full, blocks
+    full = GGNOperator(ctx, layout)
+    return full @ v, full.block_diagonal() @ v
 
 
 def kfac_product(

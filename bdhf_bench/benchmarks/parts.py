@@ -1,8 +1,8 @@
 """Exclusive seconds per part of an HF step: the GGN products, CG's vector work, the
 evaluations (gradient, curvature forward, rho / backtracking / line-search passes) and the rest.
 
-The timer patches the functions that mark each part (``GGNContext.layout_mvp`` and
-``layout_full_mvp``, the optimizer's ``block_cg``, ``ModelClosure``'s passes) while it is
+The timer patches the functions that mark each part (``GGNContext.packed_block_products`` and
+``packed_product``, the optimizer's ``block_cg``, ``ModelClosure``'s passes) while it is
 active; time spent in a nested part counts for that part only, so CG's vector work is
 ``block_cg`` without the products it calls. The device is synchronised around every part.
 """
@@ -53,8 +53,8 @@ class PartTimer:
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
         patches = [
-            (GGNContext, "layout_mvp", "products"),
-            (GGNContext, "layout_full_mvp", "products"),
+            (GGNContext, "packed_block_products", "products"),
+            (GGNContext, "packed_product", "products"),
             (hf_module, "block_cg", "CG vectors"),
             (ModelClosure, "__call__", "evaluations"),
             (ModelClosure, "evaluate", "evaluations"),

@@ -17,7 +17,7 @@ import click
 import torch
 from torch import nn
 
-from ..curvature import BlockLayout, GGNContext, partition
+from ..curvature import BlockLayout, GGNContext, GGNOperator, partition
 from ..problems import get_problem, seeded_model
 from .timing import machine_options, median_times
 
@@ -66,12 +66,12 @@ def measure(problem_name: str, n: int, device: torch.device, repeats: int) -> di
     blocks = [b.params for b in partition(model, "module")]
     layout = BlockLayout(blocks, all_params=params)
     v = torch.randn(layout.numel, device=device)
-    everyone = [True] * layout.num_blocks
-    ctx.layout_full_mvp(layout, v)  # record J^T u once, as the optimizer's first product does
+    full, blocks = GGNOperator(ctx, layout), GGNOperator(ctx, layout).block_diagonal()
+    full @ v  # record J^T u once, as the optimizer's first product does
 
     def setup() -> None:
         c = GGNContext.from_model(model, inputs, targets, problem.loss, params)
-        c.layout_full_mvp(layout, torch.zeros_like(v))
+        GGNOperator(c, layout) @ torch.zeros_like(v)
 
     op = curvlinops.GGNLinearOperator(
         model, _torch_loss(problem_name), params, [(inputs, targets)], check_deterministic=False
@@ -81,8 +81,8 @@ def measure(problem_name: str, n: int, device: torch.device, repeats: int) -> di
     times = median_times(
         {
             "gradient": gradient,
-            "full": lambda: ctx.layout_full_mvp(layout, v),
-            "blocks": lambda: ctx.layout_mvp(layout, v, everyone),
+            "full": lambda: full @ v,
+            "blocks": lambda: blocks @ v,
             "curvlinops": lambda: op @ v_curv,
             "setup_full": setup,
         },

@@ -31,6 +31,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -60,6 +61,10 @@ class StepCost:
     """The products' share of ``gradient_equivalents``."""
     cg_vector_share: float = 0.0
     """The share of the step's time in CG's vector work (``block_cg`` without its products)."""
+    forward_passes: float = 0.0
+    backward_passes: float = 0.0
+    curvature_products: float = 0.0
+    """Per step, as the optimizer's closure and driver counted them."""
 
     @property
     def wall_per_flop(self) -> float:
@@ -88,10 +93,18 @@ class StepCost:
         )
 
 
-def _batches(problem: Any, batch: int, device: torch.device, seed: int, n: int) -> list[Any]:
-    """The first ``n`` training batches of the problem's synthetic data (epochs as needed)."""
+def _batches(
+    problem: Any,
+    batch: int,
+    device: torch.device,
+    seed: int,
+    n: int,
+    data: str = "synthetic",
+    data_dir: Path | None = None,
+) -> list[Any]:
+    """The first ``n`` training batches of the problem's data (epochs as needed)."""
     splits = problem_data(
-        problem, batch_size=batch, source="synthetic", data_dir=None, device=device, seed=seed
+        problem, batch_size=batch, source=data, data_dir=data_dir, device=device, seed=seed
     )
     stream = train_stream(splits, batch, seed=seed, augment=problem.augment)
     batches: list[Any] = []
@@ -133,6 +146,8 @@ def measure_step_cost(
     check_every: int = 1,
     compiled: bool = False,
     parts: bool = True,
+    data: str = "synthetic",
+    data_dir: Path | None = None,
 ) -> list[StepCost]:
     """One row per optimizer (Adam first, added if missing), measured side by side.
 
@@ -140,13 +155,14 @@ def measure_step_cost(
     keeping the fastest); ``check_every`` and ``compiled`` are passed to the HF optimizers' CG
     (a compiled CG compiles in the warm-up steps). ``parts=False`` times the steps without the
     part timer, whose device syncs around every part slow a GPU's step (the product and CG
-    vector shares then read 0).
+    vector shares then read 0). ``data``: "synthetic" (generated from the seed with the real
+    shapes) or "real" (from ``data_dir``).
     """
     problem = get_problem(problem_name)
     batch = batch_size or problem.batch_size
     if "adam" not in [n for n, _ in optimizers]:
         optimizers = [("adam", {}), *optimizers]
-    batches = _batches(problem, batch, device, seed, warmup + steps)
+    batches = _batches(problem, batch, device, seed, warmup + steps, data, data_dir)
 
     def closure(model: torch.nn.Module, l2: list[float], x: Any, y: Any) -> ModelClosure:
         inputs, targets = problem.prepare_batch(x, y)
@@ -164,6 +180,7 @@ def measure_step_cost(
         costs.append(cost)
     times: list[list[float]] = [[] for _ in runs]
     prod, cg_vec, geq, prod_geq, iters = ([0.0] * len(runs) for _ in range(5))
+    passes = [[0.0, 0.0, 0.0] for _ in runs]  # forward, backward, curvature products
     for i, (x, y) in enumerate(batches):
         for k, (name, model, driver, l2) in enumerate(runs):
             # Adam's step is short and the machine shared: its round is the fastest of a few
@@ -177,6 +194,8 @@ def measure_step_cost(
             cg_vec[k] += timer.seconds["CG vectors"]
             products = driver.products()
             iters[k] += products.iterations
+            counted = (c.counts.forward, c.counts.backward, sum(products.block) + products.full)
+            passes[k] = [a + b for a, b in zip(passes[k], counted)]
             geq[k] += costs[k].gradient_equivalents(
                 c.counts.forward, c.counts.backward, products.block, products.full, 1
             )
@@ -194,6 +213,7 @@ def measure_step_cost(
             iters[k] / steps,
             prod_geq[k] / steps,
             cg_vec[k] / sum(times[k]),
+            *(n / steps for n in passes[k]),
         )
         for k, (name, *_) in enumerate(runs)
     ]
@@ -284,3 +304,19 @@ def command(
         "FLOP model); w/F ex CG: wall/FLOP of the step without it (a diagnostic); "
         "CG its: the longest block's CG iterations per step"
     )
+
+
+def format_passes(rows: Sequence[StepCost]) -> str:
+    """The ``overhead`` command's table: time per step against Adam, and what a step made."""
+    header = (
+        f"{'optimizer':<10} {'s/step':>9} {'x Adam':>8} {'fwd':>7} {'bwd':>7} "
+        f"{'products':>9} {'grad-eq':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r.optimizer:<10} {r.seconds_per_step:>9.4f} {r.ratio_to_adam:>8.2f} "
+            f"{r.forward_passes:>7.2f} {r.backward_passes:>7.2f} {r.curvature_products:>9.1f} "
+            f"{r.gradient_equivalents:>8.2f}"
+        )
+    return "\n".join(lines)

@@ -3,7 +3,7 @@
 Each optimizer takes the same steps on the same batches as in ``step-cost``; every part of a step
 is timed exclusively (a product inside CG counts as a product, not as CG):
 
-- ``products``: the GGN products (``GGNContext.layout_mvp`` / ``layout_full_mvp``);
+- ``products``: the GGN products (``GGNContext.packed_block_products`` / ``packed_product``);
 - ``CG vectors``: ``block_cg`` without its products (vector updates, inner products, the
   stopping rule's small kernels and the host reads of the active-block mask);
 - ``evaluations``: the gradient, the curvature forward pass and the extra objective evaluations

@@ -195,7 +195,7 @@ def data_dir_option(func):
 
 
 @dataclass(frozen=True)
-class Machine:
+class ExecutionFlags:
     """How this command's runs execute here (--threads, --rerun, --cg-check-every,
     --cg-compile): part of no run's identity."""
 
@@ -219,14 +219,14 @@ class Machine:
         )
 
 
-def machine_options(func):
+def execution_flag_options(func):
     """--threads, --cg-check-every, --cg-compile and --rerun, shared by ``run``, ``tune`` and
-    ``leaderboard``, which receive them as one ``machine: Machine``."""
+    ``leaderboard``, which receive them as one ``flags: ExecutionFlags``."""
 
     @functools.wraps(func)
     def command(*args, threads, rerun, cg_check_every, cg_compile, **kwargs):
-        machine = Machine(threads, rerun, cg_check_every, cg_compile)
-        return func(*args, machine=machine, **kwargs)
+        flags = ExecutionFlags(threads, rerun, cg_check_every, cg_compile)
+        return func(*args, flags=flags, **kwargs)
 
     command = click.option(
         "--cg-compile",

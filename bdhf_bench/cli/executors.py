@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import BadInput, Machine, device_name, parse_device
+from .common import BadInput, ExecutionFlags, device_name, parse_device
 
 
 def executor_options(func):
@@ -51,7 +51,7 @@ def make_executor(
     device: str | None,
     data_dir,
     quiet: bool,
-    machine: Machine,
+    flags: ExecutionFlags,
     verbose: bool = False,
 ):
     """The executor for --executor: LocalExecutor, or a started RayExecutor (so that a missing
@@ -61,7 +61,7 @@ def make_executor(
 
         if address is not None:
             raise BadInput("--address is for --executor ray")
-        execution = machine.execution(parse_device(device), data_dir, not quiet and workers == 1)
+        execution = flags.execution(parse_device(device), data_dir, not quiet and workers == 1)
         return LocalExecutor(workers, execution, echo=click.echo, verbose=verbose)
     import torch
 
@@ -69,7 +69,7 @@ def make_executor(
 
     if workers != 1:
         raise BadInput("--workers is for --executor local; Ray runs as many as the cluster fits")
-    execution = machine.execution(torch.device("cpu"), data_dir, progress=False)
+    execution = flags.execution(torch.device("cpu"), data_dir, progress=False)
     executor = RayExecutor(
         execution, address, echo=click.echo, device=device_name(device), verbose=verbose
     )
@@ -91,7 +91,7 @@ def write_slurm_script(
     title: str,
     then: str,
     ray: bool,
-    machine: Machine,
+    flags: ExecutionFlags,
 ) -> None:
     """Write the SLURM script and spec file for ``specs`` instead of running them."""
     from ..runner.slurm import write_slurm
@@ -109,9 +109,9 @@ def write_slurm_script(
             then=then,
             data_dir=data_dir,
             device=device_name(device),
-            threads=machine.threads,
-            cg_check_every=machine.cg_check_every,
-            cg_compiled=machine.cg_compile,
+            threads=flags.threads,
+            cg_check_every=flags.cg_check_every,
+            cg_compiled=flags.cg_compile,
         )
     except OSError as exc:
         raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -10,9 +10,9 @@ import click
 
 from .common import (
     BadInput,
-    Machine,
+    ExecutionFlags,
     data_dir_option,
-    machine_options,
+    execution_flag_options,
     open_store,
     preflight_or_fail,
     run_error,
@@ -35,7 +35,7 @@ from .executors import executor_options, make_executor, rerun_command, write_slu
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
-@machine_options
+@execution_flag_options
 @executor_options
 def leaderboard(
     suite_name: str,
@@ -49,7 +49,7 @@ def leaderboard(
     results: Path | None,
     out: Path | None,
     quiet: bool,
-    machine: Machine,
+    flags: ExecutionFlags,
 ) -> None:
     """Run a suite (resuming what exists) and regenerate its leaderboard report."""
     import torch
@@ -70,7 +70,7 @@ def leaderboard(
         )
         title = f"suite {suite.name} (fixed runs and tuning searches)"
         ray = executor_kind != "local" or address is not None
-        write_slurm_script(emit_slurm, specs, results, device, data_dir, title, then, ray, machine)
+        write_slurm_script(emit_slurm, specs, results, device, data_dir, title, then, ray, flags)
         return
     local = executor_kind == "local"
     device = device or suite.device
@@ -80,7 +80,7 @@ def leaderboard(
     if workers is None:
         workers = min(suite.workers, cores()) if local else 1
     executor = make_executor(
-        executor_kind, address, workers, device, data_dir, quiet, machine, verbose
+        executor_kind, address, workers, device, data_dir, quiet, flags, verbose
     )
     store = open_store(results)
     started = time.monotonic()

@@ -46,9 +46,10 @@ def overhead(
     data: str,
     data_dir: Path | None,
 ) -> None:
-    """Per-step time of each optimizer relative to Adam, with its pass counts."""
+    """Per-step time of each optimizer relative to Adam, with its pass counts (the step-cost
+    harness, without its part timer: every optimizer steps on the same batches in turn)."""
+    from ..benchmarks.step_cost import format_passes, measure_step_cost
     from ..optim import optimizer_names
-    from ..runner.overhead import format_rows, measure_overhead
 
     prob = lookup_problem(problem)
     names = list(optimizers) or optimizer_names()
@@ -56,17 +57,18 @@ def overhead(
         lookup_optimizer(name)
     dev = parse_device(device)
     try:
-        rows = measure_overhead(
+        rows = measure_step_cost(
             prob.name,
             [(n, {}) for n in names],
             device=dev,
             batch_size=batch_size,
-            data=data,
-            data_dir=data_dir,
             steps=steps,
             warmup=warmup,
+            parts=False,
+            data=data,
+            data_dir=data_dir,
         )
     except run_errors() as exc:
         raise run_error(exc) from None
     click.echo(f"{prob.name}, batch {batch_size or prob.batch_size}, {dev}, {steps} steps")
-    click.echo(format_rows(rows))
+    click.echo(format_passes(rows))

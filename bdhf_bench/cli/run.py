@@ -10,12 +10,12 @@ import click
 from ..limits import MAX_SEED
 from .common import (
     BadInput,
+    ExecutionFlags,
     FiniteFloat,
-    Machine,
     data_dir_option,
+    execution_flag_options,
     lookup_optimizer,
     lookup_problem,
-    machine_options,
     make_budget,
     open_store,
     parse_device,
@@ -57,7 +57,7 @@ def run_options(func):
             help="Real data sets, or data generated from the seed with the real shapes.",
         ),
         data_dir_option,
-        machine_options,
+        execution_flag_options,
         click.option(
             "--output-dir",
             type=click.Path(file_okay=False, path_type=Path),
@@ -106,7 +106,7 @@ def run(
     device: str | None,
     data: str,
     data_dir: Path | None,
-    machine: Machine,
+    flags: ExecutionFlags,
     output_dir: Path,
     quiet: bool,
 ) -> None:
@@ -134,7 +134,7 @@ def run(
     ]
     preflight_or_fail("run", specs, data_dir, None)
     store = open_store(output_dir)
-    execution = machine.execution(dev, data_dir, progress=not quiet)
+    execution = flags.execution(dev, data_dir, progress=not quiet)
     for spec in specs:
         try:
             out = run_one(spec, store, execution)
@@ -192,8 +192,8 @@ def run_spec(
         spec = load_spec(specs_file, index)
     except SpecFileError as exc:
         raise BadInput(str(exc)) from None
-    machine = Machine(threads=threads, cg_check_every=cg_check_every, cg_compile=cg_compile)
-    execution = machine.execution(parse_device(device), data_dir, progress=not quiet)
+    flags = ExecutionFlags(threads=threads, cg_check_every=cg_check_every, cg_compile=cg_compile)
+    execution = flags.execution(parse_device(device), data_dir, progress=not quiet)
     try:
         out = run_until_done(spec, open_store(output_dir), execution, echo=click.echo)
     except run_errors() as exc:

@@ -10,7 +10,7 @@ import click
 from ..limits import MAX_SEED
 from .common import (
     BadInput,
-    Machine,
+    ExecutionFlags,
     lookup_optimizer,
     lookup_problem,
     make_budget,
@@ -120,7 +120,7 @@ def tune(
     device: str | None,
     data: str,
     data_dir: Path | None,
-    machine: Machine,
+    flags: ExecutionFlags,
     output_dir: Path,
     quiet: bool,
 ) -> None:
@@ -158,12 +158,12 @@ def tune(
         specs = plan.search_specs()
         ray = executor_kind != "local" or address is not None
         write_slurm_script(
-            emit_slurm, specs, output_dir, device, data_dir, title, then, ray, machine
+            emit_slurm, specs, output_dir, device, data_dir, title, then, ray, flags
         )
         return
     preflight_or_fail("tune", plan.search_specs(), data_dir, None)
     executor = make_executor(
-        executor_kind, address, workers, device, data_dir, quiet, machine, verbose
+        executor_kind, address, workers, device, data_dir, quiet, flags, verbose
     )
     store = open_store(output_dir)
     try:

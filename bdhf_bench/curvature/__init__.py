@@ -1,5 +1,6 @@
-"""The numerical core: output-space loss Hessians, exact GGN products (full and per block),
-parameter blocks, and block-batched conjugate gradient. Knows nothing of problems or the CLI."""
+"""The numerical core: output-space loss Hessians, exact GGN products (full and per block) and
+the GGN as an operator, parameter blocks, and block-batched conjugate gradient. Knows nothing
+of problems or the CLI."""
 
 from .blocks import SCHEMES, BlockLayout, ParamBlock, check_scheme, parse_groups, partition
 from .cg import STOP_REASONS, CGResult, all_finite, backtracking_schedule, block_cg
@@ -14,6 +15,7 @@ from .losses import (
     as_output_loss,
 )
 from .lstm_rop import lstm_recurrence
+from .operator import BlockOperator, FunctionOperator, GGNOperator
 from .workspace import Workspace
 
 __all__ = [
@@ -22,10 +24,13 @@ __all__ = [
     "STOP_REASONS",
     "BCEWithLogits",
     "BlockLayout",
+    "BlockOperator",
     "CGResult",
     "ConvexOutputLoss",
     "CrossEntropy",
+    "FunctionOperator",
     "GGNContext",
+    "GGNOperator",
     "OutputHessian",
     "OutputLoss",
     "ParamBlock",

@@ -24,23 +24,23 @@ scalars they produce (alpha, beta, phi) are combined in float64. phi follows CG'
 recurrence ``phi_{i+1} = phi_i - alpha_i r_i^T y_i / 2`` rather than being recomputed from
 x and r, which saves two passes over the vectors per iteration.
 
-With ``matvec_damps`` the product adds ``lambda p`` as it writes its result (one pass fewer per
-iteration, the same bits). The vectors live in a ``Workspace`` that a caller may keep between
-runs, so a run writes into memory that is already mapped.
+The operator returns the damped product ``(A_bb + lambda_b I) p_b`` itself (the GGN adds
+``lambda p`` as it writes its result: one pass fewer per iteration, the same bits). The
+vectors live in a ``Workspace`` that a caller may keep between runs, so a run writes into
+memory that is already mapped.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from .blocks import BlockLayout
 from .cg_fused import fused_iteration
 from .cg_rules import (
     CONVERGED,
@@ -55,8 +55,8 @@ from .cg_rules import (
 )
 from .workspace import Workspace
 
-MatVec = Callable[..., Tensor]
-"""``matvec(p, active) -> A p``, or with ``matvec_damps`` ``matvec(p, active, damping)``."""
+if TYPE_CHECKING:
+    from .operator import BlockOperator
 
 
 def all_finite(t: Tensor) -> bool:
@@ -148,30 +148,6 @@ class _StopLimits:
         return max_t, min_t, torch.tensor(self.tols, dtype=torch.float64, device=dev)
 
 
-def _damped_product(
-    matvec: MatVec, layout: BlockLayout, lam: list[float], matvec_damps: bool
-) -> Callable[[Tensor, Sequence[bool]], Tensor]:
-    """``(p, active) -> (A_bb + lambda_b I) p_b`` for the active blocks, from ``matvec``."""
-    sizes = layout.block_numels
-    one_lambda = len(set(lam)) == 1
-
-    def damped(p: Tensor, active: Sequence[bool]) -> Tensor:
-        if matvec_damps:
-            return matvec(p, active, lam)
-        ap = matvec(p, active)
-        if one_lambda:
-            # one kernel; inactive segments are ignored, so damping them too is harmless
-            if lam[0]:
-                ap.add_(p, alpha=lam[0])
-            return ap
-        for k, (ap_k, p_k) in enumerate(zip(ap.split(sizes), p.split(sizes))):
-            if active[k] and lam[k]:
-                ap_k.add_(p_k, alpha=lam[k])
-        return ap
-
-    return damped
-
-
 class _BlockCG:
     """One block CG run: its vectors (views of a workspace), per-block scalars on the device,
     and counters. ``run`` is the loop; ``_eager_step`` and ``_fused_step`` are one iteration's
@@ -179,16 +155,17 @@ class _BlockCG:
 
     def __init__(
         self,
-        damped: Callable[[Tensor, Sequence[bool]], Tensor],
+        operator: BlockOperator,
+        damping: list[float],
         b: Tensor,
-        layout: BlockLayout,
         limits: _StopLimits,
         preconditioner: Tensor | None,
         workspace: Workspace,
         check_every: int,
         compiled: bool,
     ) -> None:
-        self.damped, self.b, self.layout, self.limits = damped, b, layout, limits
+        layout = operator.layout
+        self.operator, self.damping, self.b, self.limits = operator, damping, b, limits
         self.preconditioner, self.ws = preconditioner, workspace
         self.check_every, self.compiled = check_every, compiled
         self.nb, self.dev, self.dtype = layout.num_blocks, b.device, b.dtype
@@ -213,7 +190,7 @@ class _BlockCG:
             if x0.shape != b.shape:
                 raise ValueError("x0 must have the shape of b")
             x.copy_(x0)
-            torch.sub(self.damped(x, everyone), b, out=r)
+            torch.sub(self.operator.matvec(x, everyone, self.damping), b, out=r)
             self.matvecs += 1
             self.block_products = [1] * nb
             phi = 0.5 * self.dots(torch.sub(r, b, out=p), x, everyone)  # p is free until set
@@ -338,7 +315,7 @@ class _BlockCG:
         i = 0
         while any(host_active):
             i += 1
-            ap = self.damped(self.p, host_active)
+            ap = self.operator.matvec(self.p, host_active, self.damping)
             self.matvecs += 1
             for k, a in enumerate(host_active):
                 self.block_products[k] += int(a)
@@ -368,9 +345,8 @@ class _BlockCG:
 
 
 def block_cg(
-    matvec: MatVec,
+    operator: BlockOperator,
     b: Tensor,
-    layout: BlockLayout,
     damping: Tensor | float,
     *,
     x0: Tensor | None = None,
@@ -381,18 +357,17 @@ def block_cg(
     keep_iterates: bool = False,
     residual_tol: float = 1e-10,
     check_every: int = 1,
-    matvec_damps: bool = False,
     workspace: Workspace | None = None,
     compiled: bool = False,
 ) -> CGResult:
     """Solve ``(A_bb + damping_b I) x_b = b_b`` for every block b.
 
     Args:
-        matvec: ``matvec(p, active) -> A p`` on packed vectors, undamped; segments of blocks
-            not in ``active`` may hold anything (they are ignored). It may return the same
-            buffer at every call (CG reads it only until the next call).
+        operator: A, block-diagonal on ``operator.layout`` (``GGNOperator(...).block_diagonal()``,
+            or ``FunctionOperator`` around a function); its ``matvec(p, active, damping)``
+            returns the damped products of the running blocks and may return the same buffer
+            at every call (CG reads it only until the next call).
         b: the right-hand side (packed), e.g. minus the gradient.
-        layout: the blocks.
         damping: lambda, one value or one per block.
         x0: the starting point (warm start); zero when None.
         max_iters, min_iters, tol: the stopping rules (see the module docstring), one value for
@@ -406,9 +381,6 @@ def block_cg(
             step, so x, phi, the iterations, the stop reasons and the kept iterates are those
             of ``check_every=1``; only a block stopped by a non-finite product may then end
             with non-finite entries in its segment of x (such a result is rejected anyway).
-        matvec_damps: ``matvec(p, active, damping)`` returns the damped product
-            ``(A_bb + damping_b I) p_b`` itself (``damping``: one float per block), so the
-            damping costs no pass of its own.
         workspace: where x, r, the direction and the kept iterates live; one kept by the caller
             between runs saves allocating (and faulting in) them each time. The result's ``x``
             and iterates are then workspace tensors, valid until the workspace's next use.
@@ -423,6 +395,7 @@ def block_cg(
     """
     if compiled and _get_current_dispatch_mode() is not None:
         compiled = False
+    layout = operator.layout
     if b.shape != (layout.numel,):
         raise ValueError(f"right-hand side of shape {tuple(b.shape)}, expected ({layout.numel},)")
     if check_every < 1:
@@ -431,7 +404,6 @@ def block_cg(
     if preconditioner is not None and preconditioner.shape != b.shape:
         raise ValueError("the preconditioner must have the shape of b")
     lam = torch.as_tensor(damping, dtype=torch.float64).expand(layout.num_blocks).tolist()
-    damped = _damped_product(matvec, layout, lam, matvec_damps)
     ws = workspace if workspace is not None else Workspace()
-    cg = _BlockCG(damped, b, layout, limits, preconditioner, ws, check_every, compiled)
+    cg = _BlockCG(operator, lam, b, limits, preconditioner, ws, check_every, compiled)
     return cg.run(x0, keep_iterates)

@@ -1,7 +1,9 @@
 """Exact generalized Gauss-Newton products, full and block-diagonal, from one forward pass.
 
 A ``GGNContext`` holds the outputs of one forward pass (with its autograd graph) and serves every
-GGN product of an optimizer step from it, so the network is never re-run per product:
+GGN product of an optimizer step from it, so the network is never re-run per product (users see
+these products as ``operator.GGNOperator``; ``mvp`` is the checked form on parameter-shaped
+tensors):
 
 - ``J v`` comes from the "double-backward" identity: with ``g(u) = J^T u`` built once per step
   (a backward pass that records its own graph), ``J v = d<g(u), v>/du`` is a backward pass through
@@ -198,23 +200,6 @@ class GGNContext:
         _check_finite(v)
         return self._restricted_product(range(len(self.params)), v)
 
-    def block_mvp(
-        self,
-        blocks: Sequence[Sequence[Tensor]],
-        vs: Sequence[Sequence[Tensor] | None],
-    ) -> list[list[Tensor] | None]:
-        """``[G_11 v_1, ..., G_BB v_B]``: each block's own diagonal block of G times its vector.
-
-        ``blocks`` lists the parameter tensors of each block (a subset of ``params``); a block
-        whose vector is None is skipped (its result is None).
-        """
-        if len(vs) != len(blocks):
-            raise ValueError(f"expected {len(blocks)} block vectors, got {len(vs)}")
-        for v in vs:
-            if v is not None:
-                _check_finite(v)
-        return self._block_products(blocks, vs)
-
     def _indices(self, block: Sequence[Tensor]) -> list[int]:
         try:
             return [self._index[id(p)] for p in block]
@@ -236,7 +221,7 @@ class GGNContext:
             out.append(self._restricted_product(self._indices(block), v))
         return out
 
-    def layout_mvp(
+    def packed_block_products(
         self,
         layout: BlockLayout,
         flat: Tensor,
@@ -273,7 +258,7 @@ class GGNContext:
         ]
         return layout.pack([t for block in parts for t in block])
 
-    def layout_full_mvp(
+    def packed_product(
         self, layout: BlockLayout, flat: Tensor, out: Tensor | None = None
     ) -> Tensor:
         """The full product ``G v`` over all of ``layout``'s parameters, packed likewise (into

@@ -57,7 +57,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..curvature import BlockLayout, CGResult, GGNContext, Workspace, all_finite, block_cg
+from ..curvature import (
+    BlockLayout,
+    CGResult,
+    GGNContext,
+    GGNOperator,
+    Workspace,
+    all_finite,
+    block_cg,
+)
 from .closure import ModelClosure
 from .damping_rules import curvature_damping, rayleigh_quotients
 from .hf_rules import (
@@ -500,11 +508,11 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             start_products = 1
         lam = self._damping()
         precond = self._preconditioner(closure, layout, lam) if hp["precondition"] else None
-        product = ws.get("product", g)  # every CG product is written here: no vector per call
+        # every CG product is written into one buffer: no vector per call
+        blocks = GGNOperator(ctx, layout, out=ws.get("product", g)).block_diagonal()
         res = block_cg(
-            lambda v, active, lam: ctx.layout_mvp(layout, v, active, out=product, damping=lam),
+            blocks,
             torch.neg(g, out=ws.get("minus_g", g)),
-            layout,
             lam,
             x0=self._warm_start(layout),
             max_iters=blk["cg_max_iters"],
@@ -514,7 +522,6 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             keep_iterates=hp["backtrack"],
             check_every=self.cg_check_every,
             compiled=self.cg_compiled,
-            matvec_damps=True,
             workspace=ws,
         )
         stats.cg_iterations = res.iterations
@@ -535,7 +542,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
     def _curvature_damping(self, ctx: GGNContext, layout: BlockLayout, g: Tensor) -> list[float]:
         """The first lambda from the curvature: ``damping`` times ``g'Gg / g'g`` (per block, or
         pooled over the blocks in global mode), from one block-diagonal product."""
-        gg = ctx.layout_mvp(layout, g, [True] * layout.num_blocks)
+        gg = GGNOperator(ctx, layout).block_diagonal() @ g
         quotients = rayleigh_quotients(
             layout.block_dot(g, gg).tolist(),
             layout.block_dot(g, g).tolist(),
@@ -626,7 +633,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         gd = float(gd_blocks.sum())
         alpha, dgd = 1.0, math.nan
         if self._step["rescale"]:
-            full = ctx.layout_full_mvp(layout, d, out=self._workspace.get("full_product", d))
+            full = GGNOperator(ctx, layout, out=self._workspace.get("full_product", d)) @ d
             dgd = float(torch.dot(d, full))
             stats.full_products += 1
             if not math.isfinite(dgd):
@@ -634,8 +641,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             alpha = step_scale(gd, dgd)
         dgd_blocks = None
         if not (self._global_damping() and self._step["rescale"]):
-            everyone = [True] * layout.num_blocks
-            dgd_blocks = layout.block_dot(d, ctx.layout_mvp(layout, d, everyone))
+            dgd_blocks = layout.block_dot(d, GGNOperator(ctx, layout).block_diagonal() @ d)
             stats.block_products = [n + 1 for n in stats.block_products]
             if not bool(torch.isfinite(dgd_blocks).all()):
                 return None

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..curvature import GGNOperator
 from .closure import ModelClosure
 from .hf import BlockDiagonalHF
 
@@ -97,13 +98,13 @@ class HessianFreeDriver(StepDriver):
         layout = self.optimizer.layout()
         ctx = closure.curvature(self.optimizer.hp["curvature_fraction"])
         v = torch.ones(layout.numel, device=closure.device, dtype=layout.params[0].dtype)
+        full = GGNOperator(ctx, layout)
         # The one-off J^T u recording is a backward pass (counted as such), not a product.
-        ctx.layout_full_mvp(layout, v)
-        n = layout.num_blocks
-        block = [
-            (lambda b=b: ctx.layout_mvp(layout, v, [i == b for i in range(n)])) for b in range(n)
-        ]
-        return ProductProbes(block, lambda: ctx.layout_full_mvp(layout, v))
+        full @ v
+        n, zero = layout.num_blocks, [0.0] * layout.num_blocks
+        blocks = GGNOperator(ctx, layout, out=torch.empty_like(v)).block_diagonal()
+        block = [(lambda b=b: blocks.matvec(v, [i == b for i in range(n)], zero)) for b in range(n)]
+        return ProductProbes(block, lambda: full @ v)
 
     def needs_warm_up(self) -> bool:
         return self.optimizer.cg_compiled

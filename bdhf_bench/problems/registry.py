@@ -66,8 +66,9 @@ def problem_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _reset_for_tests() -> None:
-    """Forget everything (tests simulate a fresh process with other entry points)."""
+def forget_registered() -> None:
+    """Forget every registered problem: the next lookup loads the built-ins and the installed
+    entry points again, as a fresh process would (after installing a plugin, say)."""
     global _LOADED
     with _LOCK:
         _REGISTRY.clear()

@@ -20,12 +20,12 @@ from matplotlib.figure import Figure
 from ..levels import Level
 from .document import Table
 from .figures import MISS_LABEL, _new_figure
-from .levels import reach
+from .level_times import reach
 from .tables import number, to_target
 
 RUN_KEYS = ["problem", "optimizer", "setting", "batch_size", "seed"]
 COSTS = ("updates", "gradient_equivalents", "seconds")
-"""The time-to-level columns (report/levels.py's ``reach`` reads them off the evaluations)."""
+"""The time-to-level columns (report/level_times.py's ``reach`` reads them off the evaluations)."""
 
 
 def first_reach(evaluations: pd.DataFrame, metric: str, split: str, level: float) -> pd.DataFrame:

@@ -1,4 +1,5 @@
 """The result-file contract (docs/results.md) as the report reads it: one document -> one record.
+The names come from ``results_schema``, which the runner writes with.
 
 Everything a file may get wrong is turned into :class:`Foreign` with a one-line reason, so the
 loader can list the file as skipped instead of failing. Keys the report relies on are required;
@@ -13,55 +14,26 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSIONS = (1,)
-"""The ``schema_version`` values this report understands."""
-
-KIND_OURS = "bdhf-bench"
-KIND_DEEPOBS = "deepobs"
-
-STATUSES = ("finished", "diverged")
-METRICS = ("accuracy", "loss")
-SPLITS = ("train", "train_eval", "valid", "test")
-"""Target splits: the problems' names (train_eval, valid, test), and plain "train"."""
-
-RUN_KEYS = (
-    "testproblem",
-    "batch_size",
-    "num_epochs",
-    "random_seed",
-    "optimizer_name",
-    "optimizer_hyperparams",
-    "status",
-    "evaluations",
-    "steps",
-    "train_seconds",
+from ..results_schema import (
+    ACCURACY_KEYS,
+    COUNTER_KEYS,
+    DEEPOBS_ACCURACY_LISTS,
+    DEEPOBS_KEYS,
+    EVAL_KEYS,
+    KIND_DEEPOBS,
+    KIND_OURS,
+    LOSS_KEYS,
+    METRICS,
+    REACHED_KEYS,
+    RUN_KEYS,
+    SCHEMA_VERSIONS,
+    STATUSES,
 )
-"""Top-level keys a schema-1 file must have (``schema_version`` aside)."""
-
-COUNTER_KEYS = ("forward_passes", "backward_passes", "curvature_products", "gradient_equivalents")
-LOSS_KEYS = ("train_loss", "valid_loss", "test_loss")
-ACCURACY_KEYS = ("train_accuracy", "valid_accuracy", "test_accuracy")
-EVAL_KEYS = ("epoch", "step", "train_seconds", *COUNTER_KEYS, *LOSS_KEYS)
-"""Keys every evaluation record must have; accuracies and ``minibatch_loss`` may be absent."""
-
-DEEPOBS_KEYS = (
-    "testproblem",
-    "batch_size",
-    "num_epochs",
-    "random_seed",
-    "optimizer_name",
-    "optimizer_hyperparams",
-    "train_losses",
-    "valid_losses",
-    "test_losses",
-)
-DEEPOBS_ACCURACY_LISTS = ("train_accuracies", "valid_accuracies", "test_accuracies")
+from ..results_schema import TARGET_SPLITS as SPLITS
 
 NUMBER_TYPES = (int, float, type(None))
 NUMBER_TYPES_SET = frozenset(NUMBER_TYPES)
 """Exact JSON value types of a nullable number (``bool`` is not one)."""
-
-REACHED_KEYS = ("step", "epoch", "train_seconds", "gradient_equivalents")
 
 
 class Foreign(ValueError):

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from . import batch_size, figures, levels, tables
+from . import batch_size, figures, level_times, tables
 from .aggregate import curvature_table, mixed_budgets, setting_table, summary_table
 from .baselines import CITATION, LABEL, baselines_for
 from .document import Bullets, Document, Image
@@ -101,7 +101,7 @@ class ReportSections:
         loaded: LoadedResults,
         baselines: pd.DataFrame | None,
         out: ReportWriter,
-        milestones: Sequence[levels.Level] = (),
+        milestones: Sequence[level_times.Level] = (),
         tuned: LoadedResults | None = None,
         pool: Executor | None = None,
     ) -> None:
@@ -240,12 +240,12 @@ class ReportSections:
         """Time to each milestone level asked for (``--level``), beside the target's."""
         if not self.milestones:
             return
-        table = levels.level_table(self.loaded.evaluations, self.summary, self.milestones)
+        table = level_times.level_table(self.loaded.evaluations, self.summary, self.milestones)
         if table.empty:
             self.doc.add("Time to each level", "No selected runs on the problems of the levels.")
             return
         self.out.csv("levels", table)
-        self.doc.add("Time to each level", levels.table_block(table))
+        self.doc.add("Time to each level", level_times.table_block(table))
 
     def details(self) -> None:
         self.doc.add(

@@ -28,6 +28,7 @@ import torch
 from ..data import load_splits, train_stream
 from ..optim import ModelClosure, get_optimizer
 from ..problems import Problem, get_problem, seeded_model
+from ..results_schema import EVAL_SPLITS, SCHEMA_VERSION
 from .context import DEFAULT_DATA_DIR, describe, run_context, synthetic_sizes
 from .cost import CostModel, measure_cost
 from .environment import environment, exact_float32
@@ -36,9 +37,6 @@ from .interrupt import RunInterrupted, deferred_interrupt
 from .progress import Progress
 from .spec import STALL_TOL, RunInputError, RunSpec, setting_folder
 from .store import ResultStore
-
-SCHEMA_VERSION = 1
-SPLITS = (("train", "train_eval"), ("valid", "valid"), ("test", "test"))
 
 
 @dataclass
@@ -296,13 +294,13 @@ class Trainer:
             "curvature_products": sum(s.block_products) + s.full_products,
             "gradient_equivalents": self._gradient_equivalents(),
         }
-        for key, split in SPLITS:
+        for key, split in EVAL_SPLITS:
             result = evaluate_split(
                 self.model, problem, self.splits.split(split), self.l2, self.spec.batch_size
             )
             record[f"{key}_loss"] = result.loss
             record[f"{key}_accuracy"] = result.accuracy
-        if not all(math.isfinite(record[f"{key}_loss"]) for key, _ in SPLITS):
+        if not all(math.isfinite(record[f"{key}_loss"]) for key, _ in EVAL_SPLITS):
             # The parameters give a non-finite loss: the run diverged here.
             s.diverged_at = {"step": s.step, "epoch": record["epoch"]}
             return
@@ -554,10 +552,10 @@ class Trainer:
             "optimizer_hyperparams": dict(self.hps),
             "training_params": {},
         }
-        for key, _ in SPLITS:
+        for key, _ in EVAL_SPLITS:
             result[f"{key}_losses"] = [e[f"{key}_loss"] for e in evals]
         if problem.correct is not None:
-            for key, _ in SPLITS:
+            for key, _ in EVAL_SPLITS:
                 result[f"{key}_accuracies"] = [e[f"{key}_accuracy"] for e in evals]
         result["minibatch_train_losses"] = list(s.minibatch_losses)
         target = problem.target

@@ -14,6 +14,12 @@ import torch
 # CLI's default device is the GPU when there is one); `bench device` is what checks a GPU.
 os.environ["BDHF_BENCH_DEVICE"] = "cpu"
 
+# Under pytest-xdist (`-n 2`) each worker is one of the machine's cores: one torch thread, and
+# the same for the processes it starts (two workers on two threads each would thrash).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 
 @pytest.fixture
 def float64() -> Iterator[None]:

@@ -178,45 +178,67 @@ def measure_step_cost(
         driver, cost = driven_and_costed(name, hps, model, factory, batches, execution)
         runs.append((name, model, driver, l2))
         costs.append(cost)
-    times: list[list[float]] = [[] for _ in runs]
-    prod, cg_vec, geq, prod_geq, iters = ([0.0] * len(runs) for _ in range(5))
-    passes = [[0.0, 0.0, 0.0] for _ in runs]  # forward, backward, curvature products
+    totals = [_Totals() for _ in runs]
     for i, (x, y) in enumerate(batches):
         for k, (name, model, driver, l2) in enumerate(runs):
             # Adam's step is short and the machine shared: its round is the fastest of a few
             repeats = adam_repeats if name == "adam" else 1
             make = functools.partial(closure, model, l2, x, y)
             elapsed, c, timer = _timed_step(driver, make, repeats, device, parts)
-            if i < warmup:
-                continue
-            times[k].append(elapsed)
-            prod[k] += timer.seconds["products"]
-            cg_vec[k] += timer.seconds["CG vectors"]
-            products = driver.products()
-            iters[k] += products.iterations
-            counted = (c.counts.forward, c.counts.backward, sum(products.block) + products.full)
-            passes[k] = [a + b for a, b in zip(passes[k], counted)]
-            geq[k] += costs[k].gradient_equivalents(
-                c.counts.forward, c.counts.backward, products.block, products.full, 1
-            )
-            prod_geq[k] += costs[k].gradient_equivalents(0.0, 0.0, products.block, products.full, 0)
-    adam = times[[name for name, *_ in runs].index("adam")]
-    # ratios of sums over the same rounds: each step is paired with Adam's beside it
-    return [
-        StepCost(
-            problem_name,
-            name,
-            sum(times[k]) / steps,
-            sum(times[k]) / sum(adam),
-            geq[k] / steps,
-            prod[k] / sum(times[k]),
-            iters[k] / steps,
-            prod_geq[k] / steps,
-            cg_vec[k] / sum(times[k]),
-            *(n / steps for n in passes[k]),
+            if i >= warmup:
+                totals[k].add(elapsed, timer, c, driver.products(), costs[k])
+    adam = totals[[name for name, *_ in runs].index("adam")].seconds
+    return [t.row(problem_name, name, steps, adam) for t, (name, *_) in zip(totals, runs)]
+
+
+@dataclass
+class _Totals:
+    """One optimizer's sums over the timed steps."""
+
+    seconds: float = 0.0
+    product_seconds: float = 0.0
+    cg_vector_seconds: float = 0.0
+    gradient_equivalents: float = 0.0
+    product_equivalents: float = 0.0
+    cg_iterations: float = 0.0
+    forward: float = 0.0
+    backward: float = 0.0
+    products: float = 0.0
+
+    def add(
+        self, elapsed: float, timer: PartTimer, c: ModelClosure, products: Any, cost: Any
+    ) -> None:
+        self.seconds += elapsed
+        self.product_seconds += timer.seconds["products"]
+        self.cg_vector_seconds += timer.seconds["CG vectors"]
+        self.cg_iterations += products.iterations
+        self.forward += c.counts.forward
+        self.backward += c.counts.backward
+        self.products += sum(products.block) + products.full
+        self.gradient_equivalents += cost.gradient_equivalents(
+            c.counts.forward, c.counts.backward, products.block, products.full, 1
         )
-        for k, (name, *_) in enumerate(runs)
-    ]
+        self.product_equivalents += cost.gradient_equivalents(
+            0.0, 0.0, products.block, products.full, 0
+        )
+
+    def row(self, problem: str, optimizer: str, steps: int, adam_seconds: float) -> StepCost:
+        """Per-step means; the ratio to Adam is a ratio of sums over the same rounds (each step
+        paired with Adam's beside it)."""
+        return StepCost(
+            problem,
+            optimizer,
+            self.seconds / steps,
+            self.seconds / adam_seconds,
+            self.gradient_equivalents / steps,
+            self.product_seconds / self.seconds,
+            self.cg_iterations / steps,
+            self.product_equivalents / steps,
+            self.cg_vector_seconds / self.seconds,
+            self.forward / steps,
+            self.backward / steps,
+            self.products / steps,
+        )
 
 
 def format_rows(rows: Sequence[StepCost], batch_sizes: Mapping[str, int]) -> str:

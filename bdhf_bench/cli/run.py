@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -26,8 +29,38 @@ from .common import (
 )
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """What ``run`` and ``tune`` share: the problem, its budget and data, where and how the runs
+    execute, where results go (the command receives them as one ``settings``)."""
+
+    problem: str
+    batch_size: int | None
+    epochs: int | None
+    steps: int | None
+    time_budget: float | None
+    eval_every: int | None
+    weight_decay: float | None
+    device: str | None
+    data: str
+    data_dir: Path | None
+    flags: ExecutionFlags
+    output_dir: Path
+    quiet: bool
+
+
 def run_options(func):
-    """Options shared by ``run`` and ``tune``."""
+    """Options shared by ``run`` and ``tune``, passed on as ``settings: RunSettings``."""
+
+    inner = func
+
+    @functools.wraps(inner)
+    def command(*args, **kwargs):
+        names = [f.name for f in dataclasses.fields(RunSettings)]
+        settings = RunSettings(**{name: kwargs.pop(name) for name in names})
+        return inner(*args, settings=settings, **kwargs)
+
+    func = command
     decorators = [
         click.option("--problem", "-p", required=True, help="Problem name (see `list problems`)."),
         click.option("--batch-size", type=click.IntRange(min=1), help="Default: the problem's."),
@@ -93,48 +126,33 @@ def outcome_text(out) -> str:
     "--hp", "hps", multiple=True, metavar="NAME=VALUE", help="Hyperparameter (repeatable)."
 )
 def run(
-    problem: str,
-    optimizer: str,
-    seeds: tuple[int, ...],
-    hps: tuple[str, ...],
-    batch_size: int | None,
-    epochs: int | None,
-    steps: int | None,
-    time_budget: float | None,
-    eval_every: int | None,
-    weight_decay: float | None,
-    device: str | None,
-    data: str,
-    data_dir: Path | None,
-    flags: ExecutionFlags,
-    output_dir: Path,
-    quiet: bool,
+    settings: RunSettings, optimizer: str, seeds: tuple[int, ...], hps: tuple[str, ...]
 ) -> None:
     """Train one optimizer on one problem, one run per seed; results as DeepOBS JSON."""
     from ..runner import RunSpec, run_one
 
-    prob = lookup_problem(problem)
+    prob = lookup_problem(settings.problem)
     entry = lookup_optimizer(optimizer)
     overrides = parse_overrides(entry, hps)
-    dev = parse_device(device)
-    budget = make_budget(prob, epochs, steps, time_budget)
+    dev = parse_device(settings.device)
+    budget = make_budget(prob, settings.epochs, settings.steps, settings.time_budget)
     specs = [
         RunSpec(
             problem=prob.name,
             optimizer=entry.name,
             hyperparameters=entry.resolve(overrides),
             seed=seed,
-            batch_size=batch_size or prob.batch_size,
+            batch_size=settings.batch_size or prob.batch_size,
             budget=budget,
-            eval_every=eval_every,
-            data=data,
-            weight_decay=weight_decay,
+            eval_every=settings.eval_every,
+            data=settings.data,
+            weight_decay=settings.weight_decay,
         )
         for seed in (seeds or (42,))
     ]
-    preflight_or_fail("run", specs, data_dir, None)
-    store = open_store(output_dir)
-    execution = flags.execution(dev, data_dir, progress=not quiet)
+    preflight_or_fail("run", specs, settings.data_dir, None)
+    store = open_store(settings.output_dir)
+    execution = settings.flags.execution(dev, settings.data_dir, progress=not settings.quiet)
     for spec in specs:
         try:
             out = run_one(spec, store, execution)

@@ -10,7 +10,6 @@ import click
 from ..limits import MAX_SEED
 from .common import (
     BadInput,
-    ExecutionFlags,
     lookup_optimizer,
     lookup_problem,
     make_budget,
@@ -21,7 +20,7 @@ from .common import (
     run_errors,
 )
 from .executors import executor_options, make_executor, rerun_command, write_slurm_script
-from .run import run_options
+from .run import RunSettings, run_options
 
 
 def _search_settings(
@@ -55,6 +54,27 @@ def _search_settings(
         )
     except ValueError as exc:
         raise BadInput(str(exc)) from None
+
+
+def _write_search_script(path: Path, plan, settings: RunSettings, ray: bool) -> None:
+    """The SLURM array of the tuning's search runs; the same command then selects and runs
+    the final seeds."""
+    then = (
+        f"{rerun_command('tune')}\n#          skips these search runs, selects on validation "
+        f"and runs the {len(plan.final_seeds)} final seed(s)."
+    )
+    title = f"the search of tuning {plan.entry.name} on {plan.problem.name}"
+    write_slurm_script(
+        path,
+        plan.search_specs(),
+        settings.output_dir,
+        settings.device,
+        settings.data_dir,
+        title,
+        then,
+        ray,
+        settings.flags,
+    )
 
 
 @click.command()
@@ -98,7 +118,7 @@ def _search_settings(
 )
 @executor_options
 def tune(
-    problem: str,
+    settings: RunSettings,
     optimizer: str,
     grid_file: Path | None,
     random_trials: int | None,
@@ -111,24 +131,12 @@ def tune(
     address: str | None,
     verbose: bool,
     emit_slurm: Path | None,
-    batch_size: int | None,
-    epochs: int | None,
-    steps: int | None,
-    time_budget: float | None,
-    eval_every: int | None,
-    weight_decay: float | None,
-    device: str | None,
-    data: str,
-    data_dir: Path | None,
-    flags: ExecutionFlags,
-    output_dir: Path,
-    quiet: bool,
 ) -> None:
     """Tune an optimizer on a problem (DeepOBS protocol): search on one seed, select on the
     validation metric, rerun the best setting with more seeds."""
     from ..runner.tune import TunePlan, run_tunings
 
-    prob = lookup_problem(problem)
+    prob = lookup_problem(settings.problem)
     entry = lookup_optimizer(optimizer)
     fixed = parse_overrides(entry, hps)
     if final_seeds and tuning_seed + final_seeds - 1 > MAX_SEED:
@@ -136,36 +144,35 @@ def tune(
             f"--final-seeds {final_seeds} from --tuning-seed {tuning_seed} passes the largest "
             f"seed, {MAX_SEED}; give a smaller tuning seed or fewer final seeds"
         )
-    settings = _search_settings(entry, fixed, grid_file, random_trials, search_seed)
+    candidates = _search_settings(entry, fixed, grid_file, random_trials, search_seed)
     plan = TunePlan(
         problem=prob,
         entry=entry,
-        settings=settings,
-        batch_size=batch_size or prob.batch_size,
-        budget=make_budget(prob, epochs, steps, time_budget),
-        data=data,
-        eval_every=eval_every,
-        weight_decay=weight_decay,
+        settings=candidates,
+        batch_size=settings.batch_size or prob.batch_size,
+        budget=make_budget(prob, settings.epochs, settings.steps, settings.time_budget),
+        data=settings.data,
+        eval_every=settings.eval_every,
+        weight_decay=settings.weight_decay,
         tuning_seed=tuning_seed,
         final_seeds=list(range(tuning_seed, tuning_seed + final_seeds)),
     )
     if emit_slurm is not None:
-        then = (
-            f"{rerun_command('tune')}\n#          skips these search runs, selects on validation "
-            f"and runs the {final_seeds} final seed(s)."
-        )
-        title = f"the search of tuning {entry.name} on {prob.name}"
-        specs = plan.search_specs()
         ray = executor_kind != "local" or address is not None
-        write_slurm_script(
-            emit_slurm, specs, output_dir, device, data_dir, title, then, ray, flags
-        )
+        _write_search_script(emit_slurm, plan, settings, ray)
         return
-    preflight_or_fail("tune", plan.search_specs(), data_dir, None)
+    preflight_or_fail("tune", plan.search_specs(), settings.data_dir, None)
     executor = make_executor(
-        executor_kind, address, workers, device, data_dir, quiet, flags, verbose
+        executor_kind,
+        address,
+        workers,
+        settings.device,
+        settings.data_dir,
+        settings.quiet,
+        settings.flags,
+        verbose,
     )
-    store = open_store(output_dir)
+    store = open_store(settings.output_dir)
     try:
         outcomes = run_tunings([plan], store, executor, echo=click.echo)
     except run_errors() as exc:

@@ -357,6 +357,13 @@ def test_block_scheme_errors_say_what_is_wrong_in_one_line():
         str(info.value)
         == f"glob 'x*' of block 'b' matches no trainable parameter (the names: {many})"
     )
+    eight = ", ".join(f"{i}.{k}" for i in range(4) for k in ("weight", "bias"))
+    with pytest.raises(ValueError) as info:  # exactly eight names: all shown, no "..."
+        partition(_layers(4), "a=0.*;b=x*")
+    assert (
+        str(info.value)
+        == f"glob 'x*' of block 'b' matches no trainable parameter (the names: {eight})"
+    )
     with pytest.raises(ValueError) as info:
         check_scheme("layers")
     assert str(info.value) == (

@@ -129,3 +129,35 @@ def test_kfac_extra_cost_falls_with_a_longer_refresh_period():
     per_step = one.extra_per_step - refresh
     assert refresh > 0 and per_step > 0
     assert two.extra_per_step == pytest.approx(refresh / 2 + per_step, rel=1e-9)
+
+
+def test_a_driver_that_needs_a_warm_up_takes_it_on_the_twin_after_the_count(monkeypatch):
+    """A compiled CG compiles in one step on the cost probe's copy, on the first batch, after
+    the FLOP count (checked eager: the hook is what matters, not the compiler)."""
+    from bdhf_bench.optim.protocol import HessianFreeDriver
+
+    def closures(warm_up: bool) -> tuple[nn.Module, list]:
+        monkeypatch.setattr(HessianFreeDriver, "needs_warm_up", lambda self: warm_up)
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+        entry = get_optimizer("bdhf")
+        resolved = entry.resolve({"cg_max_iters": 3})
+        opt = entry.build(model, resolved)
+        g = torch.Generator().manual_seed(1)
+        batches = [(torch.randn(20, 6, generator=g), torch.randint(0, 3, (20,), generator=g))]
+        calls = []
+
+        def make(m, x, y):
+            calls.append((m, x, batches[0][0]))
+            return ModelClosure(m, CrossEntropy(), x, y)
+
+        before = [p.detach().clone() for p in model.parameters()]
+        measure_cost(entry, resolved, opt, model, make, batches)
+        assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+        return model, calls
+
+    _, counted = closures(False)
+    model, calls = closures(True)
+    assert len(calls) == len(counted) + 1  # the counted steps, then one warm-up step
+    twin, x, first = calls[-1]
+    assert twin is calls[-2][0] and twin is not model and x is first

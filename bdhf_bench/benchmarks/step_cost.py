@@ -1,4 +1,6 @@
-"""Per-step cost of BDHF and HF against Adam, and against what their passes cost.
+"""Per-step cost of BDHF and HF against Adam, and against what their passes cost. The one
+step-cost harness: ``bdhf-bench overhead`` prints its rows for any optimizers (time against
+Adam, and the passes and products each step made).
 
 On each problem (synthetic data of the real shapes, the problems' batch sizes unless told
 otherwise) every optimizer steps on the same batches from the same initial weights, timed

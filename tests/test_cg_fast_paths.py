@@ -187,6 +187,10 @@ def test_pack_into_a_buffer_is_the_pack():
         layout.pack(params, out=torch.empty(layout.numel + 1))
 
 
+def _per_block_list(value) -> list:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("every", [2, 3, 8])
 def test_check_every_keeps_the_results_and_pays_in_products(name, every):
@@ -201,6 +205,13 @@ def test_check_every_keeps_the_results_and_pays_in_products(name, every):
     assert all(g - r <= every - 1 for g, r in zip(got.block_products, ref.block_products))
     if max(ref.iterations) == case["kw"].get("max_iters", 80):
         assert got.matvecs == ref.matvecs  # the mask is read at the limit
+    # exactly: a block stopped on the device at iteration s keeps its product until the next
+    # read, at the next multiple of `every` (or at the loop's limit)
+    warm = 1 if case["kw"].get("warm") else 0
+    limit = max(_per_block_list(case["kw"].get("max_iters", 80)))
+    read_at = [min(math.ceil((r - warm) / every) * every, limit) for r in ref.block_products]
+    assert got.block_products == [warm + n for n in read_at]
+    assert got.matvecs == warm + max(read_at)
 
 
 def test_check_every_reads_the_mask_less_often():

@@ -41,8 +41,9 @@ import torch
 
 from ..data import train_stream
 from ..optim import ModelClosure
+from ..optim.protocol import ProductCounts
 from ..problems import get_problem, seeded_model
-from ..runner.cost import driven_and_costed
+from ..runner.cost import CostModel, driven_and_costed
 from ..runner.loop import problem_data
 from .parts import PartTimer
 from .timing import machine_options, synchronize
@@ -208,7 +209,12 @@ class _Totals:
     products: float = 0.0
 
     def add(
-        self, elapsed: float, timer: PartTimer, c: ModelClosure, products: Any, cost: Any
+        self,
+        elapsed: float,
+        timer: PartTimer,
+        c: ModelClosure,
+        products: ProductCounts,
+        cost: CostModel,
     ) -> None:
         self.seconds += elapsed
         self.product_seconds += timer.seconds["products"]

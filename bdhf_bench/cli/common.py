@@ -98,21 +98,6 @@ def parse_device(name: str | None) -> torch.device:
     return device
 
 
-def device_name(name: str | None) -> str | None:
-    """A device name checked for form only (the runs use another machine's devices)."""
-    import torch
-
-    if name is None:
-        return None
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise BadInput(f"unknown device {name!r}; valid: cpu, cuda") from None
-    if device.type not in ("cpu", "cuda") or device.index is not None:
-        raise BadInput(f"unsupported device {name!r} here; valid: cpu, cuda")
-    return name
-
-
 def open_store(path: Path):
     """The results folder, refused in one line when it cannot be one."""
     from ..runner import OutputFolderError, ResultStore

@@ -7,7 +7,22 @@ from pathlib import Path
 
 import click
 
-from .common import BadInput, ExecutionFlags, device_name, parse_device
+from .common import BadInput, ExecutionFlags, parse_device
+
+
+def device_name(name: str | None) -> str | None:
+    """A device name checked for form only (the runs use another machine's devices)."""
+    import torch
+
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BadInput(f"unknown device {name!r}; valid: cpu, cuda") from None
+    if device.type not in ("cpu", "cuda") or device.index is not None:
+        raise BadInput(f"unsupported device {name!r} here; valid: cpu, cuda")
+    return name
 
 
 def executor_options(func):

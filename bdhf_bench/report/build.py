@@ -20,13 +20,11 @@ import pandas as pd
 from ..levels import Level
 from . import markdown, page
 from .baselines import load_baselines
-from .load import LoadedResults, SkippedFile, load_results
+from .load import LoadedResults, SkippedFile, default_workers, load_results
 from .sections import ReportSections
 from .writer import ReportWriter
 
 LEADERBOARD = "leaderboard.md"
-PARALLEL_FIGURES_FROM = 2000
-"""Runs from which a report draws its figures in worker processes by default."""
 HTML = "index.html"
 
 
@@ -92,7 +90,7 @@ def build_report(
 
     With ``tuned_dirs`` the results are AlgoPerf's self-tuning track (every optimizer at its
     defaults) and the page compares them with the tuned runs found there. Figures are drawn in
-    ``figure_workers`` processes (default: up to 2 from ``PARALLEL_FIGURES_FROM`` runs on, where
+    ``figure_workers`` processes (default: up to 2 from ``load.PARALLEL_FROM`` runs on, where
     drawing them costs about as much as loading the folder; in turn below that, where starting
     processes would cost more than it saves).
 
@@ -104,10 +102,7 @@ def build_report(
     tuned = _load(tuned_dirs) if tuned_dirs else None
     reference = _baselines(baselines)
     out = ReportWriter(Path(out_dir))
-    workers = figure_workers
-    if workers is None:
-        big = len(loaded.runs) >= PARALLEL_FIGURES_FROM
-        workers = min(2, os.cpu_count() or 1) if big else 1
+    workers = figure_workers if figure_workers is not None else default_workers(len(loaded.runs))
     with contextlib.ExitStack() as stack:
         pool = None
         if workers > 1:

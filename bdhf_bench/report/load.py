@@ -438,7 +438,13 @@ def _evaluation_frame(kept: Sequence[_Loaded]) -> pd.DataFrame:
 
 
 PARALLEL_FROM = 2000
-"""Files from which they are read in worker processes (below, starting them costs more)."""
+"""Files (or runs, for the figures) from which the report works in worker processes: below,
+starting them costs more than they save."""
+
+
+def default_workers(items: int) -> int:
+    """Worker processes for ``items`` files or runs: up to 2 from ``PARALLEL_FROM`` on, else 1."""
+    return min(2, os.cpu_count() or 1) if items >= PARALLEL_FROM else 1
 
 
 def _load_file(root: Path, path: Path) -> tuple[_Loaded | None, SkippedFile | None, bool]:
@@ -461,7 +467,7 @@ def _read_files(pairs: list[tuple[Path, Path]], workers: int | None) -> list[tup
     """Every file's ``_load_file``, in order: in worker processes for a large folder (parsing
     JSON is most of the report's reading time, and files are independent)."""
     if workers is None:
-        workers = min(2, os.cpu_count() or 1) if len(pairs) >= PARALLEL_FROM else 1
+        workers = default_workers(len(pairs))
     if workers <= 1:
         return _load_files(pairs)
     size = max(1, math.ceil(len(pairs) / (4 * workers)))

@@ -246,7 +246,7 @@ def test_registry_options_and_defaults(autoencoder):
     assert bdhf.resolve({"blocks": "enc = 1.*,3.*,5.*,7.* ; dec=8.*,1?.*"})["blocks"] == (
         "enc=1.*,3.*,5.*,7.*;dec=8.*,1?.*"
     )
-    opt = bdhf.build(autoencoder, {"blocks": "halves", "rescale": False})
+    opt = bdhf.build(autoencoder, bdhf.resolve({"blocks": "halves", "rescale": False}))
     assert [len(b) for b in opt.blocks()] == [8, 8] and opt.hp["rescale"] is False
     with pytest.raises(ValueError, match=r"hyperparameter blocks='layer' is not valid: unknown"):
         bdhf.resolve({"blocks": "layer"})

@@ -12,7 +12,7 @@ from runner_helpers import run_spec
 from torch import nn
 
 from bdhf_bench.curvature import MSE, CrossEntropy, GGNContext
-from bdhf_bench.optim import ModelClosure
+from bdhf_bench.optim import ModelClosure, get_optimizer
 from bdhf_bench.optim.protocol import StepDriver
 from bdhf_bench.runner import Budget, RunSpec
 from bdhf_bench.runner import loop as loop_module
@@ -68,7 +68,7 @@ def _tiny(optimizer: str, hps: dict, steps: int = 6) -> RunSpec:
     return RunSpec(
         problem="tiny_mlp",
         optimizer=optimizer,
-        hyperparameters=hps,
+        hyperparameters=get_optimizer(optimizer).resolve(hps),
         seed=1,
         batch_size=40,
         budget=Budget(steps=steps),

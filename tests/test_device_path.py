@@ -133,7 +133,8 @@ def test_runs_on_a_gpu_turn_tf32_off_and_record_it(tf32_on):
 
 
 def test_a_gpu_runs_context_names_the_gpu_model(monkeypatch):
-    spec = RunSpec("tiny_mlp", "adam", {}, 0, 8, Budget(steps=1), data="synthetic")
+    hps = get_optimizer("adam").defaults()
+    spec = RunSpec("tiny_mlp", "adam", hps, 0, 8, Budget(steps=1), data="synthetic")
     models = iter(["NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB"])
     monkeypatch.setattr(environment_module.torch.cuda, "get_device_name", lambda d: next(models))
     h100 = run_context(spec, torch.device("cuda"), None)

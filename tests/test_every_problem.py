@@ -69,7 +69,8 @@ def test_every_optimizer_steps_on_every_problem(name, optimizer):
     problem, inputs, targets = _batch(name)
     model = seeded_model(problem, 0).train()
     hps = HF_SETTINGS if optimizer != "adam" else {}
-    opt = get_optimizer(optimizer).build(model, hps)
+    entry = get_optimizer(optimizer)
+    opt = entry.build(model, entry.resolve(hps))
     l2 = problem.l2_coefficients(model)
     before = [p.detach().clone() for p in model.parameters()]
     loss = opt.step(ModelClosure(model, problem.loss, inputs, targets, l2))

@@ -143,13 +143,14 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_and_every_run_finishes_o
 
 
 def test_a_failing_run_is_reported_and_the_others_finish(tmp_path):
-    bad = RunSpec("tiny_mlp", "adam", {"lr": -1.0}, 42, 50, Budget(steps=2))
+    hps = {**get_optimizer("adam").defaults(), "lr": -1.0}  # refused by torch's Adam
+    bad = RunSpec("tiny_mlp", "adam", hps, 42, 50, Budget(steps=2))
     specs = [_spec(1e-3, steps=2), bad, _spec(1e-2, steps=2)]
     lines: list[str] = []
     executor = RayExecutor(Execution(torch.device("cpu"), progress=False), echo=lines.append)
     outcomes = executor.run(specs, ResultStore(tmp_path))
     assert [o.status for o in outcomes] == ["finished", "failed", "finished"]
-    assert "ValueError" in outcomes[1].error
+    assert "RunInputError: adam on tiny_mlp: Invalid learning rate: -1.0" in outcomes[1].error
     assert any(line.startswith("failed: tiny_mlp / adam (lr=-1.0)") for line in lines)
     assert "runs: 2/3 done, 0 running, 1 failed" in lines[-1]
     assert executor.crashes == 0

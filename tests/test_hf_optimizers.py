@@ -241,7 +241,8 @@ def _train(name, hps, steps=20, seed=0):
     """Full-batch training of a 4-layer tanh net on generated data; final training loss."""
     x, y = _classification_data(seed)
     model = _deep_tanh(seed)
-    opt = get_optimizer(name).build(model, hps)
+    entry = get_optimizer(name)
+    opt = entry.build(model, entry.resolve(hps))
     for _ in range(steps):
         opt.step(ModelClosure(model, CrossEntropy(), x, y))
     with torch.no_grad():
@@ -260,7 +261,9 @@ def test_state_dict_roundtrip_gives_the_same_next_step():
     x, y = _classification_data()
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 4))
-    opt = get_optimizer("bdhf").build(model, {"damping_mode": "per_block"})
+    bdhf = get_optimizer("bdhf")
+    setting = bdhf.resolve({"damping_mode": "per_block"})
+    opt = bdhf.build(model, setting)
     for i in range(3):
         opt.step(
             ModelClosure(model, CrossEntropy(), x[i * 64 : (i + 1) * 64], y[i * 64 : (i + 1) * 64])
@@ -276,7 +279,7 @@ def test_state_dict_roundtrip_gives_the_same_next_step():
     torch.manual_seed(123)
     model2 = nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 4))
     model2.load_state_dict(saved["model"])
-    opt2 = get_optimizer("bdhf").build(model2, {"damping_mode": "per_block"})
+    opt2 = bdhf.build(model2, setting)
     opt2.load_state_dict(saved["opt"])
     assert opt2.totals["steps"] == 3
     assert [g["damping"] for g in opt2.param_groups] == [

@@ -138,7 +138,8 @@ def test_kfac_entry_refreshes_every_update_period_steps():
     """Factors change at steps 0, 3, 6 of a period-3 run and stay put in between."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
-    opt = get_optimizer("kfac").build(model, {"update_period": 3})
+    kfac = get_optimizer("kfac")
+    opt = kfac.build(model, kfac.resolve({"update_period": 3}))
     g = torch.Generator().manual_seed(1)
     seen = []
     for _ in range(7):

@@ -75,11 +75,12 @@ def test_unknown_optimizer_suggests_close_names():
 def test_bdhf_entry_builds_one_block_per_layer():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
-    opt = get_optimizer("bdhf").build(model, {"blocks": "module"})
+    bdhf, hf = get_optimizer("bdhf"), get_optimizer("hf")
+    opt = bdhf.build(model, bdhf.resolve({"blocks": "module"}))
     assert [len(b) for b in opt.blocks()] == [2, 2]
     assert opt.layout().names == ["0", "2"]
-    assert len(get_optimizer("bdhf").build(model, {"blocks": "tensor"}).blocks()) == 4
-    assert len(get_optimizer("hf").build(model).blocks()) == 1
+    assert len(bdhf.build(model, bdhf.resolve({"blocks": "tensor"})).blocks()) == 4
+    assert len(hf.build(model, hf.defaults()).blocks()) == 1
 
 
 class _Sign(torch.optim.Optimizer):
@@ -128,7 +129,8 @@ def test_entry_point_plugin_is_listed_and_runnable(monkeypatch):
     torch.manual_seed(0)
     model = nn.Linear(3, 2)
     before = model.weight.detach().clone()
-    opt = get_optimizer("signsgd").build(model, {"lr": "0.1"})
+    entry = get_optimizer("signsgd")
+    opt = entry.build(model, entry.resolve({"lr": "0.1"}))
     x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
     opt.step(ModelClosure(model, CrossEntropy(), x, y))
     assert torch.allclose((model.weight - before).abs(), torch.full_like(before, 0.1))
@@ -171,3 +173,63 @@ def test_hf_and_bdhf_defaults_are_the_constructors():
         assert {k: resolved[k] for k in shared} == {k: defaults[k] for k in shared}
     assert reg.constructor_defaults(HessianFree)["cg_max_iters"] == 250
     assert reg.constructor_defaults(BlockDiagonalHF)["cg_max_iters"] == 50
+
+
+def test_build_takes_a_resolved_setting_and_refuses_overrides():
+    """``build`` does not resolve again: a partial setting (overrides) or one naming keys
+    the schema lacks is refused in one line naming them; the resolved one builds."""
+    entry = get_optimizer("adam")
+    model = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match=r"^the setting for adam is not resolved \(it lacks "):
+        entry.build(model, {"lr": 0.1})
+    with pytest.raises(ValueError, match=r"it has unknown damping\)"):
+        entry.build(model, {**entry.defaults(), "damping": 1.0})
+    opt = entry.build(model, entry.resolve({"lr": 0.1}))
+    assert opt.param_groups[0]["lr"] == 0.1 and opt.param_groups[0]["betas"] == (0.9, 0.999)
+
+
+def test_an_entry_with_a_default_outside_its_own_range_is_refused():
+    """Every default is checked when the entry is made, so ``defaults()`` is resolved."""
+    with pytest.raises(ValueError, match="out of range"):
+        OptimizerEntry(
+            name="bad",
+            description="",
+            optimizer_class=torch.optim.SGD,
+            hyperparameters={"mode": HyperParameter(str, "x", choices=("a", "b"))},
+            build_fn=lambda model, hps: torch.optim.SGD(model.parameters(), lr=0.1),
+        )
+    for name in optimizer_names():
+        entry = get_optimizer(name)
+        assert entry.defaults() == entry.resolve({})
+
+
+def test_a_run_resolves_its_setting_once(tmp_path, monkeypatch):
+    """``bdhf-bench run`` with two seeds resolves ``--hp`` once, into both run specs; the
+    trainer and ``build`` take the spec's setting as it is."""
+    from runner_helpers import cli, load, result_files
+
+    calls = []
+    original = OptimizerEntry.resolve
+
+    def counted(self, overrides=None):
+        calls.append(dict(overrides or {}))
+        return original(self, overrides)
+
+    monkeypatch.setattr(OptimizerEntry, "resolve", counted)
+    args = ["run", "-p", "tiny_mlp", "-o", "adam", "--steps", "2", "--data", "synthetic"]
+    out = cli(
+        *args, "--seed", "1", "--seed", "2", "--hp", "lr=0.05", "-q", "--output-dir", str(tmp_path)
+    )
+    assert out.exit_code == 0, out.output
+    assert calls == [{"lr": "0.05"}]
+    results = [load(p) for p in result_files(tmp_path)]
+    assert [r["optimizer_hyperparams"]["lr"] for r in results] == [0.05, 0.05]
+
+
+def test_a_run_spec_with_an_unresolved_setting_fails_in_one_line(tmp_path):
+    from bdhf_bench.runner import Budget, Execution, ResultStore, RunInputError, RunSpec, Trainer
+
+    spec = RunSpec("tiny_mlp", "adam", {"lr": 0.1}, 0, 8, Budget(steps=1), data="synthetic")
+    trainer = Trainer(spec, ResultStore(tmp_path), Execution(torch.device("cpu"), progress=False))
+    with pytest.raises(RunInputError, match="adam on tiny_mlp: the setting for adam is not re"):
+        trainer.run()

@@ -26,7 +26,7 @@ def _spec(optimizer: str, problem: str = "tiny_mlp", steps: int = 12, data: str 
     return RunSpec(
         problem=problem,
         optimizer=optimizer,
-        hyperparameters=SHORT.get(optimizer, {}),
+        hyperparameters=get_optimizer(optimizer).resolve(SHORT.get(optimizer, {})),
         seed=3,
         batch_size=get_problem_batch(problem),
         budget=Budget(steps=steps),
@@ -104,7 +104,7 @@ def test_second_backward_methods_release_the_graph():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
     entry = get_optimizer("adahessian")
-    driver = entry.driver(entry.build(model, {"lr": 0.01}))
+    driver = entry.driver(entry.build(model, entry.resolve({"lr": 0.01})))
     before = [p.detach().clone() for p in model.parameters()]
     x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
     driver.step(ModelClosure(model, CrossEntropy(), x, y))
@@ -120,7 +120,7 @@ def test_schedule_free_is_evaluated_at_its_averaged_point():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
     entry = get_optimizer("sfadamw")
-    optimizer = entry.build(model, {"lr": 0.05})
+    optimizer = entry.build(model, entry.resolve({"lr": 0.05}))
     driver = entry.driver(optimizer)
     driver.before_steps()
     g = torch.Generator().manual_seed(1)

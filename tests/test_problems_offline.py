@@ -120,7 +120,8 @@ def _in_param_order(layout: BlockLayout, vector: torch.Tensor, params) -> list[t
 def test_adam_steps_like_torch_adam_on_real_data(real_splits, name: str) -> None:
     problem, inputs, targets = _batch(real_splits, name, 32)
     model, twin = seeded_model(problem, 0), seeded_model(problem, 0)
-    opt = get_optimizer("adam").build(model, {"lr": 1e-2})
+    adam = get_optimizer("adam")
+    opt = adam.build(model, adam.resolve({"lr": 1e-2}))
     l2 = problem.l2_coefficients(model)
     loss = opt.step(ModelClosure(model, problem.loss, inputs, targets, l2))
     reference = torch.optim.Adam(twin.parameters(), lr=1e-2)
@@ -138,7 +139,8 @@ def test_adam_steps_like_torch_adam_on_real_data(real_splits, name: str) -> None
 def test_hf_steps_lower_the_real_batch_loss(real_splits, name: str, optimizer: str) -> None:
     problem, inputs, targets = _batch(real_splits, name, 64)
     model = seeded_model(problem, 0)
-    opt = get_optimizer(optimizer).build(model, {"cg_max_iters": 5})
+    entry = get_optimizer(optimizer)
+    opt = entry.build(model, entry.resolve({"cg_max_iters": 5}))
     l2 = problem.l2_coefficients(model)
     with torch.no_grad():
         before = float(problem.loss(model(inputs), targets))

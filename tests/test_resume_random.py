@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 from runner_helpers import interrupt_then_resume, run_spec, without_timings
 
+from bdhf_bench.optim import get_optimizer
 from bdhf_bench.runner import Budget, RunSpec
 
 
@@ -21,7 +22,7 @@ def _spec(optimizer: str) -> RunSpec:
     return RunSpec(
         problem="mnist_vae",
         optimizer=optimizer,
-        hyperparameters=hps,
+        hyperparameters=get_optimizer(optimizer).resolve(hps),
         seed=5,
         batch_size=4,
         budget=Budget(steps=6),

@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+from bdhf_bench.optim import get_optimizer
 from bdhf_bench.runner import Budget, ResultStore, RunSpec
 from bdhf_bench.runner.spec import float2str, setting_folder
 from bdhf_bench.runner.store import atomic_file
@@ -20,7 +21,7 @@ def _spec(**kw):
     base = dict(
         problem="tiny_mlp",
         optimizer="adam",
-        hyperparameters={"lr": 1e-3},
+        hyperparameters=get_optimizer("adam").resolve({"lr": 1e-3}),
         seed=1,
         batch_size=50,
         budget=Budget(epochs=1),

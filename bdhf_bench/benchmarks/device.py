@@ -191,7 +191,7 @@ def one_step_update(
     inputs, targets = _moved(_batch(problem_name, n), device, dtype)
     before = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
     entry = get_optimizer(optimizer)
-    driver = entry.driver(entry.build(model, entry.resolve({})))
+    driver = entry.driver(entry.build(model, entry.defaults()))
     driver.before_steps()
     torch.manual_seed(0)
     l2 = problem.l2_coefficients(model)

@@ -35,12 +35,13 @@ def template_result(folder: Path) -> dict[str, Any]:
     """One real result document from a short run trained here."""
     import torch
 
+    from ..optim import get_optimizer
     from ..runner import Budget, Execution, ResultStore, RunSpec, Trainer
 
     spec = RunSpec(
         "tiny_mlp",
         "adam",
-        {"lr": 1e-2},
+        get_optimizer("adam").resolve({"lr": 1e-2}),
         0,
         16,
         Budget(steps=TEMPLATE_STEPS),

@@ -18,6 +18,7 @@ import click
 import torch
 
 from ..data import load_splits, train_stream
+from ..optim import get_optimizer
 from ..problems import get_problem, seeded_model
 from ..runner import Budget, Execution, ResultStore, RunSpec, Trainer
 from .data_pipeline import write_random_mnist
@@ -27,7 +28,8 @@ PROBLEM = "mnist_mlp"
 
 
 def runner_epoch(data_dir: Path, device: torch.device, seed: int) -> float:
-    spec = RunSpec(PROBLEM, "adam", {"lr": 1e-3}, seed, 128, Budget(epochs=1))
+    hps = get_optimizer("adam").resolve({"lr": 1e-3})
+    spec = RunSpec(PROBLEM, "adam", hps, seed, 128, Budget(epochs=1))
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(spec, ResultStore(out), Execution(device, data_dir, progress=False))
         result, _ = trainer.run()

@@ -26,7 +26,7 @@ from ..runner.executors import LocalExecutor
 
 def tiny_specs(n: int, steps: int, first_seed: int = 0) -> list[RunSpec]:
     """``n`` distinct tiny runs (seeds ``first_seed`` onwards)."""
-    hps = get_optimizer("adam").resolve({})
+    hps = get_optimizer("adam").defaults()
     return [
         RunSpec("tiny_mlp", "adam", hps, seed, 50, Budget(steps=steps))
         for seed in range(first_seed, first_seed + n)

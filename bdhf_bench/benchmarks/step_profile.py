@@ -78,8 +78,8 @@ def profile_steps(
     while len(batches) < warmup + 2 * steps:
         batches += batches
     model = seeded_model(problem, seed, device).train()
-    opt = get_optimizer(optimizer).build(model, {})
-    opt.cg_compiled = compiled
+    entry = get_optimizer(optimizer)
+    opt = entry.build(model, entry.defaults(), cg_compiled=compiled)
     l2 = problem.l2_coefficients(model)
 
     def step(x: Any, y: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,8 +52,8 @@ def lookup_optimizer(name: str):
     return entry
 
 
-def parse_overrides(entry, pairs: Sequence[str]) -> dict[str, Any]:
-    """``--hp name=value`` pairs as strings, each checked against ``entry``'s schema."""
+def parse_overrides(pairs: Sequence[str]) -> dict[str, str]:
+    """``--hp name=value`` pairs as strings (checked where they are resolved, once)."""
     overrides: dict[str, str] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -66,11 +66,15 @@ def parse_overrides(entry, pairs: Sequence[str]) -> dict[str, Any]:
                 "give each hyperparameter once"
             )
         overrides[name] = value.strip()
+    return overrides
+
+
+def resolve_setting(entry, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``entry``'s setting with ``overrides``, resolved once for every run made from it."""
     try:
-        entry.resolve(overrides)
+        return entry.resolve(overrides)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    return overrides
 
 
 def parse_device(name: str | None) -> torch.device:

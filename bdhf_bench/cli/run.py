@@ -24,6 +24,7 @@ from .common import (
     parse_device,
     parse_overrides,
     preflight_or_fail,
+    resolve_setting,
     run_error,
     run_errors,
 )
@@ -133,14 +134,14 @@ def run(
 
     prob = lookup_problem(settings.problem)
     entry = lookup_optimizer(optimizer)
-    overrides = parse_overrides(entry, hps)
+    setting = resolve_setting(entry, parse_overrides(hps))
     dev = parse_device(settings.device)
     budget = make_budget(prob, settings.epochs, settings.steps, settings.time_budget)
     specs = [
         RunSpec(
             problem=prob.name,
             optimizer=entry.name,
-            hyperparameters=entry.resolve(overrides),
+            hyperparameters=setting,
             seed=seed,
             batch_size=settings.batch_size or prob.batch_size,
             budget=budget,

@@ -138,7 +138,7 @@ def tune(
 
     prob = lookup_problem(settings.problem)
     entry = lookup_optimizer(optimizer)
-    fixed = parse_overrides(entry, hps)
+    fixed = parse_overrides(hps)
     if final_seeds and tuning_seed + final_seeds - 1 > MAX_SEED:
         raise BadInput(
             f"--final-seeds {final_seeds} from --tuning-seed {tuning_seed} passes the largest "

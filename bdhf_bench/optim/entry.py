@@ -142,6 +142,9 @@ class OptimizerEntry:
             raise ValueError(f"step_protocol must be one of {STEP_PROTOCOLS}")
         if self.refresh_period is not None and self.refresh_period not in self.hyperparameters:
             raise ValueError(f"{self.name}: refresh_period names no hyperparameter")
+        for key, h in self.hyperparameters.items():
+            if h.coerce(key, h.default) != h.default:
+                raise ValueError(f"{self.name}: the default of {key} is not in canonical form")
         for key, values in self.grid.items():
             if key not in self.hyperparameters:
                 raise ValueError(f"{self.name}: grid names unknown hyperparameter {key!r}")
@@ -152,8 +155,13 @@ class OptimizerEntry:
         """DeepOBS's form: ``{name: {"type": type, "default": value}}``."""
         return {k: {"type": h.type, "default": h.default} for k, h in self.hyperparameters.items()}
 
+    def defaults(self) -> dict[str, Any]:
+        """The default setting (already resolved: every default is checked at registration)."""
+        return {k: h.default for k, h in self.hyperparameters.items()}
+
     def resolve(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults updated by ``overrides`` (strings are parsed), typed and range-checked."""
+        """Defaults updated by ``overrides`` (strings are parsed), typed and range-checked:
+        the one place a setting is checked, done once where a run's spec is made."""
         overrides = dict(overrides or {})
         unknown = [k for k in overrides if k not in self.hyperparameters]
         if unknown:
@@ -177,18 +185,32 @@ class OptimizerEntry:
     def build(
         self,
         model: nn.Module,
-        hyperparameters: Mapping[str, Any] | None = None,
+        hyperparameters: Mapping[str, Any],
         **execution: Any,
     ) -> torch.optim.Optimizer:
-        """The optimizer for ``model`` with resolved hyperparameters; of ``execution``, the
-        switches in ``execution_options`` are passed on and the rest ignored."""
+        """The optimizer for ``model`` from a resolved setting (``resolve``'s output, not
+        overrides: it is not checked again); of ``execution``, the switches in
+        ``execution_options`` are passed on and the rest ignored."""
+        self.require_resolved(hyperparameters)
         missing = self.missing_package()
         if missing is not None:
             raise MissingPackageError(
                 f"optimizer {self.name} needs the package {missing}: pip install {missing}"
             )
         options = {k: v for k, v in execution.items() if k in self.execution_options}
-        return self.build_fn(model, self.resolve(hyperparameters), **options)
+        return self.build_fn(model, dict(hyperparameters), **options)
+
+    def require_resolved(self, hyperparameters: Mapping[str, Any]) -> None:
+        """Refuse a setting that did not come from ``resolve``: one that names other keys than
+        the schema's (a partial setting, or one from another optimizer or version)."""
+        missing = sorted(set(self.hyperparameters) - set(hyperparameters))
+        extra = sorted(set(hyperparameters) - set(self.hyperparameters))
+        if missing or extra:
+            what = f"lacks {', '.join(missing)}" if missing else f"has unknown {', '.join(extra)}"
+            raise ValueError(
+                f"the setting for {self.name} is not resolved (it {what}); "
+                f"make it with get_optimizer({self.name!r}).resolve(overrides)"
+            )
 
     def period(self, hyperparameters: Mapping[str, Any]) -> int:
         """Steps between curvature refreshes at these (resolved) hyperparameters."""

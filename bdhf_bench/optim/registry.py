@@ -1,12 +1,13 @@
 """Optimizer entries, DeepOBS-style: a class, a hyperparameter schema, a grid, a step protocol.
 
 An ``OptimizerEntry`` is plain data. The runner needs nothing else to build, tune and drive an
-optimizer: ``entry.resolve(overrides)`` types and checks hyperparameters against the schema,
-``entry.build(model, hps)`` makes the optimizer, ``entry.grid`` is the default tuning grid,
-``entry.step_protocol`` says what ``step`` takes (every entry here takes a ``ModelClosure``,
-which is also a plain torch closure) and ``entry.driver`` how a training loop drives it
-(``protocol.StepDriver``). ``entry.refresh_period`` names the hyperparameter that sets how
-often a method refreshes its curvature, so its cost is measured over a whole period.
+optimizer: ``entry.resolve(overrides)`` types and checks hyperparameters against the schema
+(once, into the run's spec), ``entry.build(model, resolved)`` makes the optimizer from that
+setting, ``entry.grid`` is the default tuning grid, ``entry.step_protocol`` says what
+``step`` takes (every entry here takes a ``ModelClosure``, which is also a plain torch
+closure) and ``entry.driver`` how a training loop drives it (``protocol.StepDriver``).
+``entry.refresh_period`` names the hyperparameter that sets how often a method refreshes its
+curvature, so its cost is measured over a whole period.
 
 Built in: ``bdhf``, ``hf``, DeepOBS's baselines ``adam``, ``sgd``, ``momentum`` (36 log-spaced
 learning rates in [1e-5, 1e2]; momentum 0.99), and the curvature methods of ``peers``.

@@ -23,7 +23,7 @@ def short_label(spec: RunSpec, verbose: bool = False) -> str:
     if verbose:
         return spec.label()
     try:
-        defaults = get_optimizer(spec.optimizer).resolve({})
+        defaults = get_optimizer(spec.optimizer).defaults()
     except (ValueError, TypeError):
         defaults = {}
     changed = {k: v for k, v in spec.hyperparameters.items() if defaults.get(k, object()) != v}

@@ -159,7 +159,8 @@ class Trainer:
         self.context = context or run_context(spec, execution.device, execution.data_dir)
         self.problem: Problem = get_problem(spec.problem)
         self.entry = get_optimizer(spec.optimizer)
-        self.hps = self.entry.resolve(spec.hyperparameters)
+        self.hps = dict(spec.hyperparameters)
+        """Resolved where the spec was made; ``entry.build`` refuses a setting that was not."""
         self.device = execution.device
 
     # -- set-up ------------------------------------------------------------------------------
@@ -609,5 +610,5 @@ class Trainer:
         return result
 
     def setting(self, result: dict[str, Any]) -> str:
-        defaults = self.entry.resolve({})
+        defaults = self.entry.defaults()
         return setting_folder(self.spec, result["num_epochs"], self.spec.weight_decay, defaults)

@@ -160,13 +160,15 @@ def _block_diagonal(big: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     return out
 
 
-def _one_step(net, x, y, lam, scheme, rescale, damping_mode="global"):
+def _one_step(net, x, y, lam, scheme, rescale, damping_mode="global", combine="scale", **more):
     opt = BlockDiagonalHF(
         param_groups_from_blocks(partition(net, scheme)),
         damping=lam,
         damping_start="fixed",  # the dense reference damps with lam itself
         damping_mode=damping_mode,
         rescale=rescale,
+        combine=combine,
+        **more,
         curvature_fraction=1.0,
         warm_start=0.0,
         cg_max_iters=200,
@@ -207,6 +209,56 @@ def test_rescale_off_is_the_block_diagonal_newton_step_and_on_scales_it(float64,
     f2 = _loss(net, x, y)
     predicted = float(alpha * (g @ d) + 0.5 * alpha**2 * (d @ big @ d))
     assert on.rho == [pytest.approx((f2 - f0) / predicted, rel=1e-8)]
+
+
+@pytest.mark.parametrize("scheme", ["module", "pairs", "tensor"])
+def test_block_coefficients_minimise_the_damped_full_ggn_model_over_the_block_directions(
+    float64, scheme
+):
+    """combine="coefficients": the step is ``D a`` with ``D`` the block solutions as columns
+    and ``a = -(D'(G + k lam I)D)^-1 D'g`` from the dense GGN, ``k`` = ``combine_damping``;
+    rho against the undamped model along it; one full product per block."""
+    net, x, y = _net_and_data()
+    lam = 0.03
+    theta = _flat(net.parameters())
+    big, g = _dense(net, x, y)
+    sizes = [sum(p.numel() for p in b.params) for b in partition(net, scheme)]
+    d = torch.linalg.solve(_block_diagonal(big, sizes) + lam * torch.eye(len(g)), -g)
+    columns, lo = torch.zeros(len(g), len(sizes), dtype=g.dtype), 0
+    for b, n in enumerate(sizes):
+        columns[lo : lo + n, b] = d[lo : lo + n]
+        lo += n
+    k = 2.5
+    system = columns.T @ (big + k * lam * torch.eye(len(g))) @ columns
+    a = torch.linalg.solve(system, -(columns.T @ g))
+    step = columns @ a
+    f0 = _loss(net, x, y)
+
+    last = _one_step(
+        net, x, y, lam, scheme, rescale=True, combine="coefficients", combine_damping=k
+    )
+    torch.testing.assert_close(_flat(net.parameters()) - theta, step, rtol=1e-7, atol=1e-10)
+    assert last.block_coefficients == [pytest.approx(v, rel=1e-7) for v in a.tolist()]
+    assert max(abs(v - 1) for v in a.tolist()) > 0.05  # the blocks couple: the factors bite
+    assert last.full_products == len(sizes) and last.scale == 1.0
+    f1 = _loss(net, x, y)
+    predicted = float(g @ step + 0.5 * step @ big @ step)
+    assert last.rho == [pytest.approx((f1 - f0) / predicted, rel=1e-7)]
+    # the damped model is lower there than anywhere along the summed step
+    damped = big + k * lam * torch.eye(len(g))
+    best_along = float(-((g @ d) ** 2) / (2 * d @ damped @ d))
+    assert float(g @ step + 0.5 * step @ damped @ step) < best_along
+
+
+def test_with_one_block_or_per_block_damping_the_coefficients_are_the_scale(float64):
+    """HF (one block) and per-block damping keep the single factor along the step."""
+    for scheme, mode in (("all", "global"), ("halves", "per_block")):
+        net, x, y = _net_and_data()
+        scaled = _one_step(net, x, y, 0.03, scheme, rescale=True, damping_mode=mode)
+        net, x, y = _net_and_data()
+        both = _one_step(net, x, y, 0.03, scheme, True, damping_mode=mode, combine="coefficients")
+        assert both.block_coefficients == [] and both.scale == scaled.scale
+        assert both.full_products == scaled.full_products == 1
 
 
 def test_rescale_off_per_block_damping_uses_each_blocks_own_model(float64):

@@ -92,13 +92,23 @@ def test_adam_costs_one_gradient_per_step():
     assert cost.gradient_equivalents(1.0, 1.0, [], 0, 1) == 1.0
 
 
-@pytest.mark.parametrize("name", ["hf", "bdhf"])
-def test_hf_counters_agree_with_the_measured_step(name):
+@pytest.mark.parametrize(("name", "combine"), [("hf", None), ("bdhf", "scale")])
+def test_hf_counters_agree_with_the_measured_step(name, combine):
     """The exact counters (passes and products times their FLOPs) account for every FLOP of a
     whole measured step: the two measures agree."""
-    cost, *_ = _setup(name, {"cg_max_iters": 7, "curvature_fraction": 0.5})
+    hps = {"cg_max_iters": 7, "curvature_fraction": 0.5}
+    cost, *_ = _setup(name, hps if combine is None else {**hps, "combine": combine})
     assert cost.step_flops > 4 * cost.gradient  # products and evaluations, not just a gradient
     assert abs(cost.extra_per_step) <= 1e-9 * cost.step_flops
+
+
+def test_bdhf_block_coefficients_cost_their_small_solve_beyond_the_counters():
+    """With a factor per block, the counters miss only the B x B system: its LU solve
+    (2/3 B^3 + 2 B^2) and one B x B matrix-vector product (2 B^2); the dots are free."""
+    cost, *_ = _setup("bdhf", {"cg_max_iters": 7, "curvature_fraction": 0.5})
+    blocks = len(cost.block_products)
+    assert blocks == 2 and cost.full_product > 0
+    assert cost.extra_per_step == (2 * blocks**3) // 3 + 2 * blocks**2 + 2 * blocks**2
 
 
 def test_shampoo_is_charged_its_svds_averaged_over_the_period():

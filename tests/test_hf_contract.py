@@ -143,7 +143,8 @@ def test_a_groups_own_cg_limit_is_used():
     big = dense_ggn(model, inputs, lambda out: F.mse_loss(out, y))
     g = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
     expect = _textbook_cg(big[:n_a, :n_a] + 0.1 * torch.eye(n_a), -g[:n_a], 2)
-    torch.testing.assert_close((_flat(model) - before)[:n_a], s.scale * expect, rtol=1e-9, atol=0)
+    factor = s.block_coefficients[0]  # the block's factor in the combined step (the default)
+    torch.testing.assert_close((_flat(model) - before)[:n_a], factor * expect, rtol=1e-9, atol=0)
 
 
 def test_step_settings_must_agree_between_groups():

@@ -9,9 +9,11 @@ import torch
 
 from bdhf_bench.optim.hf_rules import (
     armijo_accepts,
+    block_coefficients,
     levenberg_marquardt,
     predicted_reduction,
     reduction_ratio,
+    span_reduction,
     step_scale,
 )
 
@@ -21,6 +23,60 @@ def test_step_scale_is_the_model_minimiser_capped_at_one():
     assert step_scale(-2.0, 4.0) == 0.5
     assert step_scale(-8.0, 4.0) == 1.0  # never longer than the direction
     assert step_scale(-2.0, 0.0) == 1.0 and step_scale(-2.0, -1.0) == 1.0
+
+
+def _blocks_problem(seed=0, sizes=(3, 2, 4)):
+    """A dense SPD G, a gradient g, and block solutions d_b of (G_bb + lam) d_b = -g_b."""
+    gen = torch.Generator().manual_seed(seed)
+    n, lam = sum(sizes), 0.3
+    a = torch.randn(n, n, generator=gen, dtype=torch.float64)
+    big, g = a @ a.T / n, torch.randn(n, generator=gen, dtype=torch.float64)
+    columns, lo = torch.zeros(n, len(sizes), dtype=torch.float64), 0
+    for b, k in enumerate(sizes):
+        part = slice(lo, lo + k)
+        system = big[part, part] + lam * torch.eye(k, dtype=torch.float64)
+        columns[part, b] = torch.linalg.solve(system, -g[part])
+        lo += k
+    return big, g, columns, lam
+
+
+def test_block_coefficients_minimise_the_damped_model_over_the_span():
+    big, g, d, lam = _blocks_problem()
+    gram, gd, norms = d.T @ big @ d, d.T @ g, (d * d).sum(0)
+    a = block_coefficients(gram, gd, norms, lam)
+
+    def damped(c):  # the damped model at the step d c, from the dense matrices
+        s = d @ c
+        return float(g @ s + 0.5 * s @ big @ s + 0.5 * lam * s @ s)
+
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(20):  # no nearby combination is lower
+        other = a + 1e-3 * torch.randn(3, generator=gen, dtype=torch.float64)
+        assert damped(a) < damped(other)
+    assert float((a - 1).abs().max()) > 0.05  # these blocks couple
+
+
+def test_uncoupled_blocks_keep_their_solutions_and_a_zero_direction_gets_zero():
+    big, g, d, lam = _blocks_problem()
+    sizes, lo = (3, 2, 4), 0
+    decoupled = torch.zeros_like(big)
+    for k in sizes:
+        decoupled[lo : lo + k, lo : lo + k] = big[lo : lo + k, lo : lo + k]
+        lo += k
+    gram, gd, norms = d.T @ decoupled @ d, d.T @ g, (d * d).sum(0)
+    torch.testing.assert_close(block_coefficients(gram, gd, norms, lam), torch.ones(3).double())
+    d[:, 1] = 0.0
+    gram, gd, norms = d.T @ big @ d, d.T @ g, (d * d).sum(0)
+    a = block_coefficients(gram, gd, norms, lam)
+    assert a[1] == 0.0 and bool(torch.isfinite(a).all())
+
+
+def test_span_reduction_is_the_undamped_model_at_the_combined_step():
+    big, g, d, _ = _blocks_problem(seed=2)
+    a = torch.tensor([0.7, 1.3, -0.2], dtype=torch.float64)
+    s = d @ a
+    expected = float(g @ s + 0.5 * s @ big @ s)
+    assert float(span_reduction(a, d.T @ g, d.T @ big @ d)) == pytest.approx(expected, rel=1e-12)
 
 
 def test_predicted_reduction_is_the_quadratic_model_elementwise_on_tensors():

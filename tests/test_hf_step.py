@@ -176,19 +176,23 @@ def test_armijo_accepts_just_below_the_sufficient_decrease_line():
     assert s.accepted and s.line_search_evals == 3 and s.step_size == pytest.approx(0.64)
 
 
-def test_no_objective_value_is_reused_for_a_rescaled_direction():
+@pytest.mark.parametrize("combine", ["scale", "coefficients"])
+def test_no_objective_value_is_reused_for_a_rescaled_direction(combine):
     # weight and bias as two blocks of one strongly coupled regression: the block solutions
-    # overshoot together and the step scale shortens the direction
+    # overshoot together and the step scale (or the block factors) shorten the direction
     g = torch.Generator().manual_seed(0)
     x, y = 3.0 + torch.randn(40, 3, generator=g), torch.randn(40, 1, generator=g)
     torch.manual_seed(0)
     model = nn.Linear(3, 1)
     groups = [{"params": [model.weight]}, {"params": [model.bias]}]
-    opt = BlockDiagonalHF(groups, damping=1e-3, curvature_fraction=1.0, backtrack=True)
+    opt = BlockDiagonalHF(
+        groups, damping=1e-3, curvature_fraction=1.0, backtrack=True, combine=combine
+    )
     # the backtracking evaluation of d reports a huge decrease; the line search must not use it
     opt.step(Scripted(model, MSE(), x, y, batch=lambda i: -1e6 if i == 0 else None))
     s = opt.last_step
-    assert s.scale < 0.9 and s.backtrack_evals == 1
+    shortened = s.scale < 0.9 if combine == "scale" else min(s.block_coefficients) < 0.9
+    assert shortened and s.backtrack_evals == 1
     assert s.line_search_evals >= 1 and s.accepted
 
 

@@ -1,13 +1,14 @@
 """The HF step's decisions, one formula per function (as ``cg_rules`` and ``damping_rules``):
-the step scale, the quadratic model's predicted reduction, the reduction ratio rho,
-Levenberg-Marquardt's update of lambda and Armijo's test. Pure: numbers (or, elementwise,
-tensors) in, numbers out, each tested alone against its closed form."""
+the step scale, BDHF's block coefficients, the quadratic model's predicted reduction, the
+reduction ratio rho, Levenberg-Marquardt's update of lambda and Armijo's test. Pure: numbers
+(or, elementwise, tensors) in, numbers out, each tested alone against its closed form."""
 
 from __future__ import annotations
 
 import math
 from typing import TypeVar
 
+import torch
 from torch import Tensor
 
 Number = TypeVar("Number", float, Tensor)
@@ -17,6 +18,23 @@ def step_scale(gd: float, dgd: float) -> float:
     """alpha = min(1, -g.d / d'Gd): the minimiser of the undamped model along ``d``, never
     longer than the direction itself; 1 where the curvature along ``d`` is not positive."""
     return min(1.0, -gd / dgd) if dgd > 0 else 1.0
+
+
+def block_coefficients(gram: Tensor, gd: Tensor, norms: Tensor, damping: float) -> Tensor:
+    """The coefficients ``a`` of ``s = sum_b a_b d_b`` that minimise the damped full-GGN model
+    over the span of the block directions: ``(D'GD + damping D'D) a = -D'g``, with ``gram`` =
+    ``D'GD`` (B x B), ``gd`` = ``D'g`` and ``norms`` = ``diag(D'D)`` (the blocks are disjoint,
+    so ``D'D`` is diagonal). Where the blocks do not couple (``gram`` diagonal) and each
+    ``d_b`` solves its damped block system, every coefficient is 1: the plain block step. A
+    zero direction gets coefficient 0."""
+    empty = (norms == 0).to(gram.dtype)
+    system = gram + torch.diag(damping * norms + empty)
+    return torch.linalg.solve(system, -gd)
+
+
+def span_reduction(coefficients: Tensor, gd: Tensor, gram: Tensor) -> Tensor:
+    """The undamped model's change for ``s = sum_b a_b d_b``: ``a'D'g + a'D'GDa / 2``."""
+    return coefficients @ gd + 0.5 * coefficients @ gram @ coefficients
 
 
 def predicted_reduction(alpha: float, gd: Number, dgd: Number) -> Number:

@@ -30,6 +30,7 @@ from .entry import (
     OptimizerEntry,
 )
 from .hf import (
+    COMBINE_RULES,
     DAMPING_MODES,
     DAMPING_RANGE,
     DAMPING_STARTS,
@@ -144,7 +145,14 @@ _HF_KEYS = (
 def _bdhf(model: nn.Module, hp: dict[str, Any], **execution: Any) -> torch.optim.Optimizer:
     groups = param_groups_from_blocks(partition(model, hp["blocks"]))
     kwargs = {k: hp[k] for k in _HF_KEYS}
-    return BlockDiagonalHF(groups, damping_mode=hp["damping_mode"], **kwargs, **execution)
+    return BlockDiagonalHF(
+        groups,
+        damping_mode=hp["damping_mode"],
+        combine=hp["combine"],
+        combine_damping=hp["combine_damping"],
+        **kwargs,
+        **execution,
+    )
 
 
 def _hf(model: nn.Module, hp: dict[str, Any], **execution: Any) -> torch.optim.Optimizer:
@@ -175,6 +183,20 @@ BUILTIN = (
             ),
             "damping_mode": HyperParameter(
                 str, _BDHF_DEFAULTS["damping_mode"], choices=DAMPING_MODES, help="lambdas"
+            ),
+            "combine": HyperParameter(
+                str,
+                _BDHF_DEFAULTS["combine"],
+                choices=COMBINE_RULES,
+                help="the full-GGN correction of the block step: a factor per block or one",
+            ),
+            "combine_damping": HyperParameter(
+                float,
+                _BDHF_DEFAULTS["combine_damping"],
+                low=0.0,
+                low_open=True,
+                log=True,
+                help="the block coefficients' damping, as a multiple of lambda",
             ),
         },
         _bdhf,

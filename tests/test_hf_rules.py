@@ -71,6 +71,13 @@ def test_uncoupled_blocks_keep_their_solutions_and_a_zero_direction_gets_zero():
     assert a[1] == 0.0 and bool(torch.isfinite(a).all())
 
 
+def test_a_singular_coefficient_system_gives_nans_instead_of_raising():
+    gram = torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    gd, norms = torch.tensor([-1.0, -1.0], dtype=torch.float64), torch.ones(2).double()
+    assert bool(torch.isnan(block_coefficients(gram, gd, norms, 0.0)).all())
+    assert bool(torch.isfinite(block_coefficients(gram, gd, norms, 0.5)).all())
+
+
 def test_span_reduction_is_the_undamped_model_at_the_combined_step():
     big, g, d, _ = _blocks_problem(seed=2)
     a = torch.tensor([0.7, 1.3, -0.2], dtype=torch.float64)

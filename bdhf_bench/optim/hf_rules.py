@@ -26,10 +26,11 @@ def block_coefficients(gram: Tensor, gd: Tensor, norms: Tensor, damping: float) 
     ``D'GD`` (B x B), ``gd`` = ``D'g`` and ``norms`` = ``diag(D'D)`` (the blocks are disjoint,
     so ``D'D`` is diagonal). Where the blocks do not couple (``gram`` diagonal) and each
     ``d_b`` solves its damped block system, every coefficient is 1: the plain block step. A
-    zero direction gets coefficient 0."""
+    zero direction gets coefficient 0; a singular system gives NaNs (a step never raises)."""
     empty = (norms == 0).to(gram.dtype)
     system = gram + torch.diag(damping * norms + empty)
-    return torch.linalg.solve(system, -gd)
+    solution, info = torch.linalg.solve_ex(system, -gd)
+    return torch.where(info == 0, solution, torch.nan)
 
 
 def span_reduction(coefficients: Tensor, gd: Tensor, gram: Tensor) -> Tensor:

@@ -134,6 +134,20 @@ class StepStats:
     """Each block's factor in the step (``combine="coefficients"``; empty otherwise)."""
 
 
+ZERO_TOTALS: dict[str, float] = {
+    "steps": 0,
+    "accepted": 0,
+    "rejected": 0,
+    "forward_passes": 0.0,
+    "backward_passes": 0.0,
+    "block_products": 0,
+    "full_products": 0,
+    "cg_iterations": 0,
+    "line_search_evals": 0,
+}
+"""``optimizer.totals`` before the first step: counts over the optimizer's life."""
+
+
 def _check(name: str, value: Any, ok: bool, valid: str) -> None:
     if not ok:
         raise ValueError(f"invalid {name}={value!r}: must be {valid}")
@@ -315,17 +329,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         }
         _validate(defaults)
         super().__init__(params, defaults)
-        self.totals: dict[str, float] = {
-            "steps": 0,
-            "accepted": 0,
-            "rejected": 0,
-            "forward_passes": 0.0,
-            "backward_passes": 0.0,
-            "block_products": 0,
-            "full_products": 0,
-            "cg_iterations": 0,
-            "line_search_evals": 0,
-        }
+        self.totals: dict[str, float] = dict(ZERO_TOTALS)
         self.last_step = StepStats()
         self._layout: BlockLayout | None = None
         self._layout_key: tuple[tuple[int, ...], ...] = ()

@@ -23,13 +23,18 @@ EVAL_SPLITS = (("train", "train_eval"), ("valid", "valid"), ("test", "test"))
 TARGET_SPLITS = ("train", "train_eval", "valid", "test")
 """Splits a target may name: the problems' names, and plain "train"."""
 
-RUN_KEYS = (
+IDENTITY_KEYS = (
     "testproblem",
     "batch_size",
     "num_epochs",
     "random_seed",
     "optimizer_name",
     "optimizer_hyperparams",
+)
+"""What names a run in DeepOBS's format, and in ours."""
+
+RUN_KEYS = (
+    *IDENTITY_KEYS,
     "status",
     "evaluations",
     "steps",
@@ -46,12 +51,7 @@ REACHED_KEYS = ("step", "epoch", "train_seconds", "gradient_equivalents")
 """Where a run first reached its target (``target.reached``)."""
 
 DEEPOBS_KEYS = (
-    "testproblem",
-    "batch_size",
-    "num_epochs",
-    "random_seed",
-    "optimizer_name",
-    "optimizer_hyperparams",
+    *IDENTITY_KEYS,
     "train_losses",
     "valid_losses",
     "test_losses",

@@ -691,13 +691,10 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         with the exact GGN), so the step costs no more CG."""
         ws = self._workspace
         f_c0 = float(ctx.loss_value())
-        one = ws.get("one_block", d)
         full = GGNOperator(ctx, layout, out=ws.get("full_product", d))
-        columns = []
-        for lo, hi in layout.block_bounds:
-            one.zero_()
-            one[lo:hi] = d[lo:hi]
-            columns.append(layout.block_dot(d, full @ one))
+        columns = [
+            layout.block_dot(d, full @ self._one_block(d, lo, hi)) for lo, hi in layout.block_bounds
+        ]
         stats.full_products += layout.num_blocks
         gram = torch.stack(columns, dim=1).double()
         if not bool(torch.isfinite(gram).all()):
@@ -713,7 +710,6 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         for (lo, hi), a in zip(layout.block_bounds, coefficients.to(d.dtype)):
             torch.mul(d[lo:hi], a, out=s[lo:hi])
         stats.block_coefficients = coefficients.tolist()
-        stats.scale = 1.0
         predicted = float(span_reduction(coefficients, gd_blocks, gram))
         self._place(layout, theta0, s, 1.0)
         actual = float(closure.evaluate("curvature")) - f_c0
@@ -769,13 +765,17 @@ class BlockDiagonalHF(torch.optim.Optimizer):
                 if p == 0:
                     actual.append(0.0)
                     continue
-                only = self._workspace.get("one_block", d).zero_()
-                only[lo:hi] = d[lo:hi]
-                self._place(layout, theta0, only, alpha)
+                self._place(layout, theta0, self._one_block(d, lo, hi), alpha)
                 actual.append(float(closure.evaluate("curvature")) - f_c0)
         self._restore(layout, theta0)
         rho = [reduction_ratio(a, p) for a, p in zip(actual, predicted)]
         return alpha, rho
+
+    def _one_block(self, d: Tensor, lo: int, hi: int) -> Tensor:
+        """``d`` on the block ``[lo, hi)`` and zero elsewhere, in the workspace."""
+        only = self._workspace.get("one_block", d).zero_()
+        only[lo:hi] = d[lo:hi]
+        return only
 
     def _update_damping(self, rho: list[float]) -> None:
         """Levenberg-Marquardt per block; NaN (no information) keeps lambda; then the clamp."""

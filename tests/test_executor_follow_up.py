@@ -10,7 +10,7 @@ from runner_helpers import load, result_files
 
 from bdhf_bench.optim import get_optimizer
 from bdhf_bench.runner import Budget, Execution, ResultStore, RunSpec
-from bdhf_bench.runner.executors import LocalExecutor
+from bdhf_bench.runner.executors import LocalExecutor, finished_first
 
 
 def _spec(lr: float, seed: int = 42) -> RunSpec:
@@ -48,3 +48,27 @@ def test_local_executor_runs_what_a_follow_up_adds(tmp_path, workers):
     check_follow_ups(
         LocalExecutor(workers, Execution(torch.device("cpu"), progress=False)), tmp_path
     )
+
+
+def test_runs_the_folder_holds_are_started_first_in_their_given_order(tmp_path):
+    store = ResultStore(tmp_path)
+    specs = [_spec(1e-3), _spec(1e-2), _spec(3e-3), _spec(3e-2)]
+    LocalExecutor(1, Execution(torch.device("cpu"), progress=False)).run(
+        [specs[3], specs[1]], store
+    )
+    assert finished_first(specs, store) == [1, 3, 0, 2]
+
+
+def test_a_reused_run_is_counted_before_the_runs_that_train(tmp_path):
+    """The progress line's count and ETA are right from the start: a run finished before this
+    call settles first, not when the queue reaches it behind the runs that train."""
+    executor = LocalExecutor(1, Execution(torch.device("cpu"), progress=False))
+    store = ResultStore(tmp_path)
+    before = _spec(1e-2)
+    executor.run([before], store)
+    lines: list[str] = []
+    executor.echo = lines.append
+    outcomes = executor.run([_spec(1e-3), _spec(3e-3), before], store)
+    assert [o.status for o in outcomes] == ["finished", "finished", "skipped"]
+    assert lines[0].startswith("reused: ") and "runs: 1/3 done" in lines[0]
+    assert all(line.startswith("finished: ") for line in lines[1:])

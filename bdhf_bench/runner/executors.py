@@ -137,6 +137,14 @@ def _worker_run(
         return "failed", None, error, time.monotonic() - started
 
 
+def finished_first(specs: Sequence[RunSpec], store: ResultStore) -> list[int]:
+    """The indices of ``specs`` in the order to start them: those the store already holds a
+    result for first, each group in its given order. A reused run settles in moments, so the
+    progress line counts it, and the ETA drops it, from the start instead of when the queue
+    reaches it behind hours of training."""
+    return sorted(range(len(specs)), key=lambda i: store.finished(specs[i]) is None)
+
+
 def measured(status: str, seconds: float) -> float | None:
     """A run's time for the ETA: only runs trained here count."""
     return seconds if status in ("finished", "diverged") else None
@@ -248,15 +256,17 @@ class LocalExecutor:
 
     def _sequential(self, queue: RunQueue, store: ResultStore) -> None:
         waiting: list[int] = []
-        i = 0
-        while i < len(queue.specs):  # follow-ups join the end of the list
+        order = finished_first(queue.specs, store)
+        k = 0
+        while k < len(order):  # follow-ups join the end of the order
+            i = order[k]
             started = self.clock()
             out = self._try(queue.specs[i], store)
             if out.status == "busy":
                 waiting.append(i)
             else:
-                self._tally(queue, i, out, measured(out.status, self.clock() - started))
-            i += 1
+                order += self._tally(queue, i, out, measured(out.status, self.clock() - started))
+            k += 1
         while waiting:
             still = []
             for i in waiting:
@@ -300,7 +310,7 @@ class LocalExecutor:
             self.execution, progress=False, threads=threads, runs_at_once=self.workers
         )
         report = queue.report
-        to_submit = list(range(len(queue.specs)))
+        to_submit = finished_first(queue.specs, store)
         later: list[tuple[float, int]] = []  # (time, index): busy runs to submit again
         running: dict[cf.Future, int] = {}
         with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, **pool_options) as pool:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from .console import outcome_line
-from .executors import WAIT_POLL, FollowUp, RunQueue, measured
+from .executors import WAIT_POLL, FollowUp, RunQueue, finished_first, measured
 from .loop import DEFAULT_DATA_DIR, Execution
 from .run import RunOutcome, run_one
 from .spec import RunSpec
@@ -249,7 +249,7 @@ class RayExecutor:
         )  # fmt: skip
         tasks = _TasksInFlight(self, ray, task, queue)
         try:
-            for i in range(len(queue.specs)):
+            for i in finished_first(queue.specs, store):
                 tasks.submit(i)
             while tasks.pending or tasks.later:
                 ref = tasks.next_ready()

@@ -141,7 +141,8 @@ def finished_first(specs: Sequence[RunSpec], store: ResultStore) -> list[int]:
     """The indices of ``specs`` in the order to start them: those the store already holds a
     result for first, each group in its given order. A reused run settles in moments, so the
     progress line counts it, and the ETA drops it, from the start instead of when the queue
-    reaches it behind hours of training."""
+    reaches it behind hours of training. (Under ``--rerun`` such runs train again; only their
+    place in the queue moves.)"""
     return sorted(range(len(specs)), key=lambda i: store.finished(specs[i]) is None)
 
 

@@ -1,6 +1,7 @@
 """Runs a follow-up hook adds while a grid runs: every executor runs them, as soon as they are
 added, once each, with their outcomes after the given specs' (the suite starts a tuning's final
-seeds this way the moment that tuning's search ends)."""
+seeds this way the moment that tuning's search ends). Runs the results folder already holds
+start first, so the progress line counts them from the start."""
 
 from __future__ import annotations
 

@@ -93,10 +93,13 @@ def test_adam_costs_one_gradient_per_step():
 
 
 @pytest.mark.parametrize(("name", "combine"), [("hf", None), ("bdhf", "scale")])
-def test_hf_counters_agree_with_the_measured_step(name, combine):
+@pytest.mark.parametrize("fraction", [0.5, "auto"])
+def test_hf_counters_agree_with_the_measured_step(name, combine, fraction):
     """The exact counters (passes and products times their FLOPs) account for every FLOP of a
-    whole measured step: the two measures agree."""
-    hps = {"cg_max_iters": 7, "curvature_fraction": 0.5}
+    whole measured step: the two measures agree. With ``"auto"`` the products are probed on
+    the whole mini-batch and counted in its units, and the noise estimate's half-batch
+    gradient is a counted pass."""
+    hps = {"cg_max_iters": 7, "curvature_fraction": fraction}
     cost, *_ = _setup(name, hps if combine is None else {**hps, "combine": combine})
     assert cost.step_flops > 4 * cost.gradient  # products and evaluations, not just a gradient
     assert abs(cost.extra_per_step) <= 1e-9 * cost.step_flops

@@ -305,7 +305,10 @@ def test_float32_and_float64_both_work():
     ("kwargs", "message"),
     [
         ({"damping": -1.0}, r"invalid damping=-1.0: must be in \[damping_min, damping_max\]"),
-        ({"curvature_fraction": 0.0}, r"invalid curvature_fraction=0.0: must be in \(0, 1\]"),
+        (
+            {"curvature_fraction": 0.0},
+            r"invalid curvature_fraction=0.0: must be 'auto' or a number in \(0, 1\]",
+        ),
         ({"cg_max_iters": 0}, r"invalid cg_max_iters=0"),
         ({"step_rule": "wolfe"}, r"invalid step_rule='wolfe': must be one of"),
         ({"warm_start": 1.5}, r"invalid warm_start=1.5: must be in \[0, 1\]"),

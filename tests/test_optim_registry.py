@@ -53,7 +53,8 @@ def test_resolve_types_and_checks():
     ):
         entry.resolve({"damping": "abc"})
     with pytest.raises(
-        ValueError, match=r"curvature_fraction=1.5 is out of range: must be a float in \(0, 1\]"
+        ValueError,
+        match=r"curvature_fraction=1.5 is out of range: must be 'auto' or a float in \(0, 1\]",
     ):
         entry.resolve({"curvature_fraction": 1.5})
     with pytest.raises(ValueError, match=r"cg_max_iters=2.5 is not valid: must be an int"):

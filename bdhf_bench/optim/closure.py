@@ -7,7 +7,9 @@ Hessian-free step needs more from the same batch, and gets it here without knowi
 - ``curvature(fraction)``: the GGN context on a sub-batch (the first ``ceil(fraction * N)``
   examples of the shuffled mini-batch), from one forward pass;
 - ``evaluate(part)``: the objective at the current parameters on the whole batch or on that
-  sub-batch, for line search, CG-backtracking and the reduction ratio.
+  sub-batch, for line search, CG-backtracking and the reduction ratio;
+- ``prefix_gradient(m)``: the loss's gradient on the first ``m`` examples, for the gradient's
+  noise (the automatic curvature fraction).
 
 Random layers (Dropout, a VAE's sampling) draw once per step: the gradient pass records its
 random numbers (``RandomTape``) and every later pass, the curvature pass on the sub-batch
@@ -181,6 +183,26 @@ class ModelClosure:
             )
         self.counts.forward += m / self.batch_size
         return ctx
+
+    def prefix_gradient(self, m: int, params: Sequence[Tensor] | None = None) -> list[Tensor]:
+        """The loss's gradient (without L2) on the first ``m`` examples w.r.t. ``params`` (the
+        trainable parameters by default), with the gradient pass's random numbers for them
+        and BatchNorm statistics untouched: with the whole batch's gradient it gives the
+        gradient's noise (``noise_rules``). One forward and backward on ``m`` examples."""
+        if "batch" not in self._rng:
+            raise RuntimeError("the closure has not been called: there is no gradient pass")
+        if not 0 < m <= self.batch_size:
+            raise ValueError(f"m must be in [1, {self.batch_size}], got {m}")
+        inputs, targets = rows(self.inputs, 0, m), rows(self.targets, 0, m)
+        with self._rng["batch"].replay(), torch.enable_grad(), frozen_buffers(self.model):
+            with self._tape.replaying(m):
+                outputs = self.model(inputs)
+            wrt = self.params if params is None else list(params)
+            grads = torch.autograd.grad(self.loss(outputs, targets), wrt, allow_unused=True)
+        share = m / self.batch_size
+        self.counts.forward += share
+        self.counts.backward += share
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(wrt, grads)]
 
     @property
     def curvature_share(self) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,8 +46,13 @@ class HyperParameter:
     """For values a fixed list of choices cannot describe (a block scheme of globs): returns
     the value in canonical form, so equal settings are equal runs, or raises ValueError with
     a one-line reason."""
+    words: tuple[str, ...] = ()
+    """Words a number-typed hyperparameter also takes (``curvature_fraction="auto"``)."""
 
     def valid_range(self) -> str:
+        if self.words:
+            words = " or ".join(repr(w) for w in self.words)
+            return f"{words} or {replace(self, words=()).valid_range()}"
         if self.choices is not None:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.type is bool:
@@ -61,6 +66,8 @@ class HyperParameter:
 
     def coerce(self, name: str, value: Any) -> Any:
         """The value as this type (strings are parsed), or ValueError naming the valid range."""
+        if isinstance(value, str) and value.strip() in self.words:
+            return value.strip()
         try:
             if self.type is bool:
                 if isinstance(value, str):
@@ -94,6 +101,8 @@ class HyperParameter:
         return self.parse(value) if self.parse is not None else value
 
     def check(self, name: str, value: Any) -> None:
+        if isinstance(value, str) and value in self.words:
+            return
         if self.parse is not None:
             try:
                 self.parse(value)

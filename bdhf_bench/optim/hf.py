@@ -84,6 +84,15 @@ from .hf_rules import (
     span_reduction,
     step_scale,
 )
+from .noise_rules import (
+    AUTO_FRACTIONS,
+    auto_fraction,
+    batch_over_noise,
+    half_means,
+    moving_average,
+    noise_estimate,
+    signal_estimate,
+)
 from .preconditioner import squared_gradient_diagonal
 
 DAMPING_MODES = ("global", "per_block")
@@ -123,6 +132,9 @@ class StepStats:
     """Full GGN products (the step scale and rho), on the curvature sub-batch."""
     curvature_share: float = 0.0
     """The curvature sub-batch as a fraction of the mini-batch."""
+    batch_over_noise: float = math.nan
+    """``B / B_noise`` from the moving averages that chose the fraction
+    (``curvature_fraction="auto"``; NaN otherwise)."""
     forward_passes: float = 0.0
     """Forward passes, in units of the mini-batch (curvature and extra evaluations included)."""
     backward_passes: float = 0.0
@@ -133,6 +145,10 @@ class StepStats:
     block_coefficients: list[float] = field(default_factory=list)
     """Each block's factor in the step (``combine="coefficients"``; empty otherwise)."""
 
+
+ZERO_NOISE: dict[str, float] = {"signal": 0.0, "noise": 0.0, "steps": 0}
+"""``optimizer.noise`` before the first step: the moving averages of ``|G|^2`` and
+``tr(Sigma)`` behind ``curvature_fraction="auto"``, and how many steps they hold."""
 
 ZERO_TOTALS: dict[str, float] = {
     "steps": 0,
@@ -146,6 +162,13 @@ ZERO_TOTALS: dict[str, float] = {
     "line_search_evals": 0,
 }
 """``optimizer.totals`` before the first step: counts over the optimizer's life."""
+
+
+def _fraction_setting(value: float | str) -> float | str:
+    """``"auto"`` as given, a number as a float (an invalid value is left for ``_validate``)."""
+    if value == "auto" or isinstance(value, str | bool):
+        return value
+    return float(value)
 
 
 def _check(name: str, value: Any, ok: bool, valid: str) -> None:
@@ -180,9 +203,9 @@ BLOCK_SETTINGS = ("cg_max_iters", "cg_min_iters", "cg_tol", "warm_start")
 
 def _validate(s: dict[str, Any]) -> None:
     """Check one parameter group's settings (the constructor's, or a group's at each step)."""
-    _check(
-        "curvature_fraction", s["curvature_fraction"], 0 < s["curvature_fraction"] <= 1, "in (0, 1]"
-    )
+    f = s["curvature_fraction"]
+    ok = f == "auto" or (isinstance(f, int | float) and not isinstance(f, bool) and 0 < f <= 1)
+    _check("curvature_fraction", f, ok, "'auto' or a number in (0, 1]")
     _check(
         "damping_min",
         s["damping_min"],
@@ -276,7 +299,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         self,
         params: Iterable[Any],
         *,
-        curvature_fraction: float = 0.25,
+        curvature_fraction: float | str = "auto",
         damping: float = 1.0,
         damping_mode: str = "global",
         damping_start: str = "curvature",
@@ -304,7 +327,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         if int(cg_check_every) < 1:
             raise ValueError(f"invalid cg_check_every={cg_check_every!r}: must be >= 1")
         defaults = {
-            "curvature_fraction": float(curvature_fraction),
+            "curvature_fraction": _fraction_setting(curvature_fraction),
             "damping": float(damping),
             "damping_mode": damping_mode,
             "damping_start": damping_start,
@@ -331,6 +354,8 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self.totals: dict[str, float] = dict(ZERO_TOTALS)
         self.last_step = StepStats()
+        self.noise: dict[str, float] = dict(ZERO_NOISE)
+        """The moving averages behind ``curvature_fraction="auto"`` (``noise_rules``)."""
         self._layout: BlockLayout | None = None
         self._layout_key: tuple[tuple[int, ...], ...] = ()
         self._block_groups: list[list[int]] = []
@@ -480,7 +505,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             self._finish(stats, closure, passes0, theta0, "nonfinite_loss")
             return f0
 
-        ctx = closure.curvature(hp["curvature_fraction"])
+        ctx = closure.curvature(self._curvature_fraction(closure, layout, g, stats))
         stats.curvature_share = closure.curvature_share
         res = self._solve(closure, ctx, layout, g, stats)
         finite_x = all_finite(res.x)
@@ -519,6 +544,41 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         return f0
 
     # -- pieces of the step --------------------------------------------------------------------
+
+    def _curvature_fraction(
+        self, closure: ModelClosure, layout: BlockLayout, g: Tensor, stats: StepStats
+    ) -> float:
+        """The step's curvature fraction: the fixed one, or with ``"auto"`` the one the
+        gradient's noise scale calls for (``noise_rules``), from the moving averages of two
+        estimates on the mini-batch's halves (half a gradient more per step)."""
+        fixed = self._step["curvature_fraction"]
+        n = closure.batch_size
+        if fixed != "auto":
+            return fixed
+        if n < 2:
+            return AUTO_FRACTIONS[0]
+        first = n // 2
+        g_first = layout.pack(closure.prefix_gradient(first, layout.params))
+        data = torch.sub(g, self._l2_gradient(closure, layout), out=self._workspace.get("data", g))
+        a, b = half_means(data, g_first, first, n, closure.loss.reduction)
+        signal, noise = signal_estimate(a, b), noise_estimate(a, b, first, n - first)
+        if math.isfinite(signal) and math.isfinite(noise):
+            m, steps = self.noise, int(self.noise["steps"])
+            m["signal"] = moving_average(m["signal"], signal, steps)
+            m["noise"] = moving_average(m["noise"], noise, steps)
+            m["steps"] = steps + 1
+        if self.noise["steps"] == 0:
+            return AUTO_FRACTIONS[0]
+        stats.batch_over_noise = batch_over_noise(n, self.noise["signal"], self.noise["noise"])
+        return auto_fraction(stats.batch_over_noise)
+
+    def _l2_gradient(self, closure: ModelClosure, layout: BlockLayout) -> Tensor:
+        """The L2 penalty's gradient ``c p``, packed: ``g`` minus it is the loss's gradient."""
+        coeff = {id(p): c for p, c in zip(closure.params, closure.l2)}
+        return layout.pack(
+            [p.detach() * coeff[id(p)] for p in layout.params],
+            out=self._workspace.get("l2_gradient", layout.params[0], (layout.numel,)),
+        )
 
     def _solve(
         self,
@@ -858,7 +918,11 @@ class BlockDiagonalHF(torch.optim.Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
-        sd["hf"] = {"totals": dict(self.totals), "last_step": asdict(self.last_step)}
+        sd["hf"] = {
+            "totals": dict(self.totals),
+            "last_step": asdict(self.last_step),
+            "noise": dict(self.noise),
+        }
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -868,6 +932,7 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         if extra is not None:
             self.totals = dict(extra["totals"])
             self.last_step = StepStats(**extra["last_step"])
+            self.noise = dict(extra.get("noise", ZERO_NOISE))  # a state saved before "auto"
         self._layout = None
 
 

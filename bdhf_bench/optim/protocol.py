@@ -19,6 +19,7 @@ optimizer gets. The drivers below add what a method needs beyond it.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,11 +35,12 @@ from .hf import BlockDiagonalHF
 
 @dataclass(frozen=True)
 class ProductCounts:
-    """Curvature products one step made, each on the curvature sub-batch."""
+    """Curvature products one step made, in units of one product on the sub-batch of the
+    ``product_probes`` (whole numbers when every step's sub-batch is that one)."""
 
-    block: tuple[int, ...] = ()
+    block: tuple[float, ...] = ()
     """Block products, per block."""
-    full: int = 0
+    full: float = 0
     """Full-curvature products."""
     iterations: int = 0
     """Inner iterations behind the products (CG's, the longest block's run)."""
@@ -90,13 +92,23 @@ class HessianFreeDriver(StepDriver):
 
     def products(self) -> ProductCounts:
         last = self.optimizer.last_step
+        iterations = max(last.cg_iterations, default=0)
+        if not self._auto():
+            return ProductCounts(tuple(last.block_products), last.full_products, iterations)
+        # the probes ran on the whole mini-batch and a product's FLOPs grow with its rows
+        w = last.curvature_share
         return ProductCounts(
-            tuple(last.block_products), last.full_products, max(last.cg_iterations, default=0)
+            tuple(n * w for n in last.block_products), last.full_products * w, iterations
         )
+
+    def _auto(self) -> bool:
+        """Whether the curvature fraction changes from step to step (``"auto"``)."""
+        return self.optimizer.hp["curvature_fraction"] == "auto"
 
     def product_probes(self, closure: ModelClosure) -> ProductProbes:
         layout = self.optimizer.layout()
-        ctx = closure.curvature(self.optimizer.hp["curvature_fraction"])
+        fraction = 1.0 if self._auto() else self.optimizer.hp["curvature_fraction"]
+        ctx = closure.curvature(fraction)
         v = torch.ones(layout.numel, device=closure.device, dtype=layout.params[0].dtype)
         full = GGNOperator(ctx, layout)
         # The one-off J^T u recording is a backward pass (counted as such), not a product.
@@ -111,12 +123,17 @@ class HessianFreeDriver(StepDriver):
 
     def summary(self) -> dict[str, Any]:
         opt = self.optimizer
-        return {
+        out = {
             "damping": opt.last_step.damping,
             "accepted": opt.totals["accepted"],
             "rejected": opt.totals["rejected"],
             "cg_iterations": opt.totals["cg_iterations"],
         }
+        if self._auto():
+            out["curvature_share"] = opt.last_step.curvature_share
+            ratio = opt.last_step.batch_over_noise
+            out["batch_over_noise"] = ratio if math.isfinite(ratio) else None  # plain JSON
+        return out
 
 
 class SecondBackwardDriver(StepDriver):

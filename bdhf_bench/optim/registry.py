@@ -87,7 +87,8 @@ _HF_COMMON = {
         low=0.0,
         high=1.0,
         low_open=True,
-        help="curvature sub-batch / mini-batch",
+        help="curvature sub-batch / mini-batch; auto: 1/4 or 1 by the gradient's noise scale",
+        words=("auto",),
     ),
     "damping": HyperParameter(
         float,

@@ -61,8 +61,8 @@ class CostModel:
         self,
         forward_passes: float,
         backward_passes: float,
-        block_products: Sequence[int],
-        full_products: int,
+        block_products: Sequence[float],
+        full_products: float,
     ) -> float:
         """FLOPs of counted passes and products."""
         flops = forward_passes * self.forward + backward_passes * self.backward
@@ -73,8 +73,8 @@ class CostModel:
         self,
         forward_passes: float,
         backward_passes: float,
-        block_products: Sequence[int],
-        full_products: int,
+        block_products: Sequence[float],
+        full_products: float,
         steps: int,
     ) -> float:
         """Counted passes and products, plus ``steps`` times the measured extra, in

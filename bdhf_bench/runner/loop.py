@@ -82,8 +82,8 @@ class TrainState:
     train_seconds: float = 0.0
     forward_passes: float = 0.0
     backward_passes: float = 0.0
-    block_products: list[int] = field(default_factory=list)
-    full_products: int = 0
+    block_products: list[float] = field(default_factory=list)
+    full_products: float = 0
     minibatch_losses: list[float] = field(default_factory=list)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     target_reached: dict[str, Any] | None = None

@@ -147,7 +147,8 @@ def random_settings(
         point = {}
         for key in sorted(grid):
             values, spec = list(grid[key]), entry.hyperparameters[key]
-            if spec.type in (int, float) and len(values) > 1:
+            numbers = not any(isinstance(v, str) for v in values)  # "auto" is a choice
+            if spec.type in (int, float) and len(values) > 1 and numbers:
                 lo, hi = min(values), max(values)
                 if spec.log and lo > 0:
                     x = math.exp(rng.uniform(math.log(lo), math.log(hi)))

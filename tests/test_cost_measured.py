@@ -9,6 +9,7 @@ from torch import nn
 
 from bdhf_bench.curvature import CrossEntropy
 from bdhf_bench.optim import ModelClosure, get_optimizer
+from bdhf_bench.optim import hf as hf_module
 from bdhf_bench.runner.cost import measure_cost
 from bdhf_bench.runner.flops import count_flops, eigh_flops, svd_flops
 
@@ -93,12 +94,15 @@ def test_adam_costs_one_gradient_per_step():
 
 
 @pytest.mark.parametrize(("name", "combine"), [("hf", None), ("bdhf", "scale")])
-@pytest.mark.parametrize("fraction", [0.5, "auto"])
-def test_hf_counters_agree_with_the_measured_step(name, combine, fraction):
+@pytest.mark.parametrize("fraction", [0.5, "auto", "auto-quarter"])
+def test_hf_counters_agree_with_the_measured_step(name, combine, fraction, monkeypatch):
     """The exact counters (passes and products times their FLOPs) account for every FLOP of a
     whole measured step: the two measures agree. With ``"auto"`` the products are probed on
     the whole mini-batch and counted in its units, and the noise estimate's half-batch
-    gradient is a counted pass."""
+    gradient is a counted pass; "auto-quarter" makes the rule pick a quarter."""
+    if fraction == "auto-quarter":
+        monkeypatch.setattr(hf_module, "auto_fraction", lambda ratio: 0.25)
+        fraction = "auto"
     hps = {"cg_max_iters": 7, "curvature_fraction": fraction}
     cost, *_ = _setup(name, hps if combine is None else {**hps, "combine": combine})
     assert cost.step_flops > 4 * cost.gradient  # products and evaluations, not just a gradient

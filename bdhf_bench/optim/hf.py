@@ -3,7 +3,10 @@
 One step of ``BlockDiagonalHF`` (Zhang, Xiong, Bradbury, Socher 2017):
 
 1. gradient ``g`` on the mini-batch (``closure()``);
-2. the GGN on a sub-batch of it (``curvature_fraction``), from one forward pass;
+2. the GGN on a sub-batch of it (``curvature_fraction``), from one forward pass; by default
+   (``"auto"``) the sub-batch is the whole mini-batch when the mini-batch is at least 4 times
+   the gradient noise scale and a quarter of it otherwise (``noise_rules``: two estimates from
+   the mini-batch's halves, half a gradient more per step);
 3. one CG run per block on ``(G_bb + lambda_b I) d_b = -g_b``, all blocks in lock-step, warm
    started from ``warm_start`` times the previous solution;
 4. the block solutions are combined with the full GGN: by default (``combine="coefficients"``)
@@ -40,10 +43,10 @@ shared: there is one copy of CG, damping and line search.
 
 Where the paper is silent (damping values, CG limits, step rule) the defaults are Martens'
 (2010 and his released code): rho thresholds and factors, CG tolerance 5e-4, warm start 0.95,
-Armijo c = 1e-2 / shrink 0.8 / 60 tries. ``curvature_fraction = 1/4`` is from the paper's
-curvature-batch study. The initial damping (the curvature start, factor 1), BDHF's CG limit
-(50 per block) and its block coefficients are ours, chosen on the CI and paper problems (see
-docs/optimizers.md).
+Armijo c = 1e-2 / shrink 0.8 / 60 tries. The quarter of the automatic curvature fraction is
+from the paper's curvature-batch study. The initial damping (the curvature start, factor 1),
+BDHF's CG limit (50 per block), its block coefficients and the automatic fraction's switch are
+ours, chosen on the CI and paper problems (see docs/optimizers.md).
 
 A step that meets a non-finite loss, gradient or curvature, a non-descent direction, or a failed
 line search leaves the parameters bitwise unchanged, raises the damping (a failed line search:
@@ -259,7 +262,10 @@ class BlockDiagonalHF(torch.optim.Optimizer):
 
     Args:
         params: parameters or parameter groups; each group is one block.
-        curvature_fraction: the curvature sub-batch as a fraction of the mini-batch, in (0, 1].
+        curvature_fraction: the curvature sub-batch as a fraction of the mini-batch, in (0, 1],
+            or "auto" (the default): per step, the whole mini-batch when it is at least 4 times
+            the gradient noise scale, else a quarter (``noise_rules``; ``last_step``'s
+            ``curvature_share`` and ``batch_over_noise`` record the choice).
         damping: Levenberg-Marquardt's initial lambda (``damping_start="fixed"``) or its factor
             over the curvature's scale (``"curvature"``, the default), in
             [damping_min, damping_max].

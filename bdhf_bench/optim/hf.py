@@ -565,7 +565,8 @@ class BlockDiagonalHF(torch.optim.Optimizer):
             return AUTO_FRACTIONS[0]
         first = n // 2
         g_first = layout.pack(closure.prefix_gradient(first, layout.params))
-        data = torch.sub(g, self._l2_gradient(closure, layout), out=self._workspace.get("data", g))
+        l2 = self._l2_gradient(closure, layout)
+        data = g if l2 is None else torch.sub(g, l2, out=self._workspace.get("data", g))
         a, b = half_means(data, g_first, first, n, closure.loss.reduction)
         signal, noise = signal_estimate(a, b), noise_estimate(a, b, first, n - first)
         if math.isfinite(signal) and math.isfinite(noise):
@@ -578,9 +579,12 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         stats.batch_over_noise = batch_over_noise(n, self.noise["signal"], self.noise["noise"])
         return auto_fraction(stats.batch_over_noise)
 
-    def _l2_gradient(self, closure: ModelClosure, layout: BlockLayout) -> Tensor:
-        """The L2 penalty's gradient ``c p``, packed: ``g`` minus it is the loss's gradient."""
+    def _l2_gradient(self, closure: ModelClosure, layout: BlockLayout) -> Tensor | None:
+        """The L2 penalty's gradient ``c p``, packed (None without a penalty): ``g`` minus it
+        is the loss's gradient."""
         coeff = {id(p): c for p, c in zip(closure.params, closure.l2)}
+        if not any(coeff[id(p)] for p in layout.params):
+            return None
         return layout.pack(
             [p.detach() * coeff[id(p)] for p in layout.params],
             out=self._workspace.get("l2_gradient", layout.params[0], (layout.numel,)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bdhf_bench.curvature import (
@@ -105,6 +106,8 @@ def test_closed_form_hessians_match_autograd():
         (CrossEntropy("batch_mean"), torch.randint(0, 3, (4, 2))),
         (MSE("sum"), torch.randn(4, 3, 2, dtype=torch.float64)),
         (ConvexOutputLoss(lambda o, t: (o - t).pow(4).sum() / o.shape[0]), torch.zeros_like(z)),
+        # torch's mse_loss has no forward-over-reverse ("ZeroTensors are immutable", torch 2.14)
+        (ConvexOutputLoss(lambda o, t: F.mse_loss(o, t)), torch.randn_like(z)),
     ]
     from bdhf_bench.curvature import BCEWithLogits
 

@@ -9,7 +9,7 @@ tensors):
   (a backward pass that records its own graph), ``J v = d<g(u), v>/du`` is a backward pass through
   that recorded graph. It costs about one forward-mode pass and, unlike ``torch.func.jvp``, needs
   no re-run of the forward.
-- ``H (J v)`` is the loss Hessian in output space (closed form or forward-over-reverse).
+- ``H (J v)`` is the loss Hessian in output space (closed form or reverse-over-reverse).
 - ``J^T w`` is an ordinary backward pass on the retained forward graph.
 
 For a block b, both passes are restricted to that block: autograd only visits the nodes between

@@ -3,7 +3,7 @@
 The generalized Gauss-Newton matrix G = (1/N) sum_i J_i^T H_i J_i needs H_i, the Hessian of the
 loss w.r.t. the model outputs. For the common losses it has a closed form that costs a few
 elementwise operations; for any other loss that is convex in the outputs (the DeepOBS VAEs'
-reconstruction-plus-KL loss, a quadratic form) a forward-over-reverse product in output space is
+reconstruction-plus-KL loss, a quadratic form) a reverse-over-reverse product in output space is
 exact and still cheap, since it never touches the network.
 
 Each loss is prepared once per optimizer step (``prepare``), which caches what every Hessian
@@ -198,7 +198,7 @@ class BCEWithLogits(_DiagonalFamily):
 class ConvexOutputLoss(OutputLoss):
     """Any loss that is convex in the outputs, given as ``fn(outputs..., targets) -> scalar``.
 
-    Its Hessian product is forward-over-reverse in output space (``torch.func``), exact for any
+    Its Hessian product is reverse-over-reverse in output space (``torch.func``), exact for any
     twice-differentiable ``fn``. The caller vouches for convexity: a non-convex ``fn`` makes the
     "GGN" indefinite, which CG reports as negative curvature.
 
@@ -219,21 +219,24 @@ class ConvexOutputLoss(OutputLoss):
         # must not build them inside the torch.func transforms, where they would escape.
         with torch.no_grad():
             self.fn(*point, targets)
-        return _ForwardOverReverseHessian(self.fn, point, targets)
+        return _ReverseOverReverseHessian(self.fn, point, targets)
 
 
-class _ForwardOverReverseHessian(OutputHessian):
+class _ReverseOverReverseHessian(OutputHessian):
+    """``H v`` as the vector-Jacobian product of the output gradient (``H`` is symmetric): the
+    gradient's graph is recorded once per step and every product reuses it. Forward-over-
+    reverse would not need the symmetry, but torch 2.14 has no forward-mode derivative of
+    ``mse_loss``'s backward ("ZeroTensors are immutable")."""
+
     def __init__(self, fn: Callable[..., Tensor], point: tuple[Tensor, ...], targets: Tensor):
         def value(*outs: Tensor) -> Tensor:
             return fn(*outs, targets)
 
         argnums = tuple(range(len(point)))
-        self._grad = torch.func.grad(value, argnums=argnums)
-        self.point = point
+        _, self._vjp = torch.func.vjp(torch.func.grad(value, argnums=argnums), *point)
 
     def matvec(self, v: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        _, hv = torch.func.jvp(self._grad, self.point, tuple(v))
-        return tuple(hv)
+        return tuple(self._vjp(tuple(v)))
 
 
 def as_output_loss(loss: OutputLoss | nn.Module) -> OutputLoss:

@@ -557,10 +557,9 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         """The step's curvature fraction: the fixed one, or with ``"auto"`` the one the
         gradient's noise scale calls for (``noise_rules``), from the moving averages of two
         estimates on the mini-batch's halves (half a gradient more per step)."""
-        fixed = self._step["curvature_fraction"]
-        n = closure.batch_size
-        if fixed != "auto":
-            return fixed
+        setting, n = self._step["curvature_fraction"], closure.batch_size
+        if setting != "auto":
+            return setting
         if n < 2:
             return AUTO_FRACTIONS[0]
         first = n // 2

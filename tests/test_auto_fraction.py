@@ -53,8 +53,8 @@ def test_the_estimates_are_unbiased_for_the_signal_and_the_noise():
     draws, n, first = 20000, 12, 4
     u = true_g + scale * torch.randn(draws, n, 3, generator=g, dtype=torch.float64)
     a, b = u[:, :first].mean(1), u[:, first:].mean(1)
-    signal = sum(signal_estimate(x, y) for x, y in zip(a, b)) / draws
-    noise = sum(noise_estimate(x, y, first, n - first) for x, y in zip(a, b)) / draws
+    signal = sum(float(signal_estimate(x, y)) for x, y in zip(a, b)) / draws
+    noise = sum(float(noise_estimate(x, y, first, n - first)) for x, y in zip(a, b)) / draws
     assert signal == pytest.approx(float(true_g @ true_g), rel=0.03)
     assert noise == pytest.approx(float(scale.square().sum()), rel=0.03)
 

@@ -567,7 +567,8 @@ class BlockDiagonalHF(torch.optim.Optimizer):
         l2 = self._l2_gradient(closure, layout)
         data = g if l2 is None else torch.sub(g, l2, out=self._workspace.get("data", g))
         a, b = half_means(data, g_first, first, n, closure.loss.reduction)
-        signal, noise = signal_estimate(a, b), noise_estimate(a, b, first, n - first)
+        estimates = (signal_estimate(a, b), noise_estimate(a, b, first, n - first))
+        signal, noise = torch.stack(estimates).tolist()  # one host read
         if math.isfinite(signal) and math.isfinite(noise):
             m, steps = self.noise, int(self.noise["steps"])
             m["signal"] = moving_average(m["signal"], signal, steps)

@@ -49,14 +49,15 @@ def half_means(
     return first_half, (total * data_gradient - first * first_half) / rest
 
 
-def signal_estimate(a: Tensor, b: Tensor) -> float:
-    """``a . b``: unbiased for ``|G|^2`` when the halves hold different examples."""
-    return float(a @ b)
+def signal_estimate(a: Tensor, b: Tensor) -> Tensor:
+    """``a . b``: unbiased for ``|G|^2`` when the halves hold different examples (a 0-d
+    tensor on the vectors' device: the step reads both estimates in one go)."""
+    return a @ b
 
 
-def noise_estimate(a: Tensor, b: Tensor, n_a: int, n_b: int) -> float:
-    """``|a - b|^2 / (1/n_a + 1/n_b)``: unbiased for ``tr(Sigma)``."""
-    return float((a - b).square().sum()) / (1.0 / n_a + 1.0 / n_b)
+def noise_estimate(a: Tensor, b: Tensor, n_a: int, n_b: int) -> Tensor:
+    """``|a - b|^2 / (1/n_a + 1/n_b)``: unbiased for ``tr(Sigma)`` (a 0-d tensor)."""
+    return (a - b).square().sum() / (1.0 / n_a + 1.0 / n_b)
 
 
 def moving_average(average: float, value: float, steps: int) -> float:

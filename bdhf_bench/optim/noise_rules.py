@@ -7,7 +7,9 @@ over the squared true gradient. A batch much larger than ``B_noise`` has a nearl
 gradient and its step is limited by curvature; a batch near or below it is limited by noise,
 where preconditioning gains little (Zhang, Li, Nado et al. 2019, "Which algorithmic choices
 matter at which batch sizes?"). Two halves ``a`` and ``b`` of one mini-batch give both parts:
-``E[a.b] = |G|^2`` and ``E|a - b|^2 = tr(Sigma) (1/n_a + 1/n_b)``.
+``E[a.b] = |G|^2`` and ``E|a - b|^2 = tr(Sigma) (1/n_a + 1/n_b)``. Both hold for examples
+that enter the loss independently; under BatchNorm in training mode the first half's gradient
+uses that half's batch statistics, and the estimates are approximate.
 
 HF and BDHF fit the curvature sub-batch's GGN. When the gradient is nearly exact, a GGN from
 the whole mini-batch makes better steps (the paper autoencoder: 30-50 updates to its target,

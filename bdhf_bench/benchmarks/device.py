@@ -46,6 +46,7 @@ from ..problems import get_problem, seeded_model
 from ..runner.environment import environment, exact_float32
 from ..runner.loop import problem_data
 from .data_pipeline import write_random_mnist
+from .engine_setting import ENGINE_SETTING, engine_hyperparameters
 from .host_reads import count_step_reads
 from .runner_overhead import bare_epoch, runner_epoch
 from .step_cost import measure_step_cost
@@ -191,7 +192,7 @@ def one_step_update(
     inputs, targets = _moved(_batch(problem_name, n), device, dtype)
     before = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
     entry = get_optimizer(optimizer)
-    driver = entry.driver(entry.build(model, entry.defaults()))
+    driver = entry.driver(entry.build(model, engine_hyperparameters(entry)))
     driver.before_steps()
     torch.manual_seed(0)
     l2 = problem.l2_coefficients(model)
@@ -250,7 +251,7 @@ def step_cost_part(device: torch.device, small: bool) -> list[dict[str, Any]]:
         for variant, (k, compiled) in variants.items():
             for r in measure_step_cost(
                 problem,
-                [("adam", {}), ("bdhf", {}), ("hf", {})],
+                [("adam", {}), ("bdhf", ENGINE_SETTING), ("hf", ENGINE_SETTING)],
                 device=device,
                 steps=2 if small else 5,
                 warmup=2 if compiled else 1,

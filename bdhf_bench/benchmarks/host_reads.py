@@ -23,6 +23,7 @@ from ..data import train_stream
 from ..optim import ModelClosure, get_optimizer
 from ..problems import get_problem, seeded_model
 from ..runner.loop import problem_data
+from .engine_setting import ENGINE_SETTING
 from .timing import machine_options
 
 _READS = {
@@ -105,7 +106,7 @@ def count_step_reads(
     model = seeded_model(problem, seed, device).train()
     l2 = problem.l2_coefficients(model)
     entry = get_optimizer(optimizer)
-    hps = entry.resolve(hyperparameters or {})
+    hps = entry.resolve({**ENGINE_SETTING, **(hyperparameters or {})})
     driver = entry.driver(entry.build(model, hps, cg_check_every=check_every))
     driver.before_steps()
     counter = HostReadCounter()

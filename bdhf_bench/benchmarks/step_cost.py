@@ -45,6 +45,7 @@ from ..optim.protocol import ProductCounts
 from ..problems import get_problem, seeded_model
 from ..runner.cost import CostModel, driven_and_costed
 from ..runner.loop import problem_data
+from .engine_setting import ENGINE_SETTING
 from .parts import PartTimer
 from .timing import machine_options, synchronize
 
@@ -311,7 +312,7 @@ def command(
         sizes[name] = batch_size or get_problem(name).batch_size
         rows += measure_step_cost(
             name,
-            [("adam", {}), ("bdhf", {}), ("hf", {})],
+            [("adam", {}), ("bdhf", ENGINE_SETTING), ("hf", ENGINE_SETTING)],
             device=device,
             batch_size=batch_size,
             steps=steps,

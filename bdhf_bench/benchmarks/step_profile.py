@@ -33,6 +33,7 @@ from ..data import train_stream
 from ..optim import ModelClosure, get_optimizer
 from ..problems import get_problem, seeded_model
 from ..runner.loop import problem_data
+from .engine_setting import engine_hyperparameters
 from .parts import PARTS, PartTimer
 from .timing import machine_options, synchronize
 
@@ -79,7 +80,7 @@ def profile_steps(
         batches += batches
     model = seeded_model(problem, seed, device).train()
     entry = get_optimizer(optimizer)
-    opt = entry.build(model, entry.defaults(), cg_compiled=compiled)
+    opt = entry.build(model, engine_hyperparameters(entry), cg_compiled=compiled)
     l2 = problem.l2_coefficients(model)
 
     def step(x: Any, y: Any) -> None:
